@@ -1,0 +1,8 @@
+//! semantic-router: a Kubernetes operator and Envoy `ext_proc` data plane that routes each LLM
+//! request to the model, reasoning mode and GPU pool its prompt needs.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod controller;
+pub mod dataplane;
+pub mod routing;

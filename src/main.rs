@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", semantic_router::api::crds_yaml().unwrap());
+}
