@@ -1,0 +1,234 @@
+//! The decision engine: which route governs a request, which signals it needs, and where the
+//! request goes. Deterministic: the caller supplies the random draw for weighted splits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::api::KeywordOperator;
+
+use super::table::{Condition, Decision, Route, RoutingTable, SignalId, SignalKind, Target};
+
+/// Request headers by lower-case name.
+pub trait Headers {
+    /// The value of a header, if present.
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        HashMap::get(self, name).map(String::as_str)
+    }
+}
+
+/// The value of one signal for one request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SignalValue {
+    /// Whether the signal holds.
+    pub matched: bool,
+    /// The score behind it (similarity, confidence), for signals that have one.
+    pub score: Option<f32>,
+}
+
+impl SignalValue {
+    /// A yes/no value without a score.
+    pub fn flag(matched: bool) -> Self {
+        Self {
+            matched,
+            score: None,
+        }
+    }
+}
+
+/// Signal values of one request, indexed like [`Route::signals`]; `None` is not computed or
+/// unavailable (a model too slow, say).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SignalValues(pub Vec<Option<SignalValue>>);
+
+impl SignalValues {
+    /// The value of a signal.
+    pub fn get(&self, id: SignalId) -> Option<SignalValue> {
+        self.0.get(id).copied().flatten()
+    }
+
+    /// Sets the value of a signal.
+    pub fn set(&mut self, id: SignalId, value: SignalValue) {
+        if self.0.len() <= id {
+            self.0.resize(id + 1, None);
+        }
+        self.0[id] = Some(value);
+    }
+}
+
+/// Where a request goes and why.
+#[derive(Debug)]
+pub struct Verdict<'a> {
+    /// The decision that matched; `None` when the default target applies.
+    pub decision: Option<&'a Decision>,
+    /// The chosen target.
+    pub target: &'a Target,
+    /// Targets to try, in order, when the chosen one has no ready endpoint.
+    pub fallbacks: &'a [Target],
+}
+
+impl Verdict<'_> {
+    /// The decision's name, or `default`.
+    pub fn decision_name(&self) -> &str {
+        self.decision.map_or("default", |d| d.name.as_str())
+    }
+}
+
+impl RoutingTable {
+    /// The route that governs a request for `model` with these headers, if any.
+    pub fn governing_route(&self, model: &str, headers: &impl Headers) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.governs(model, headers))
+    }
+
+    /// Every model name a client may ask for through the router: the aliases routes govern and
+    /// the models pools serve, sorted and without duplicates.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .routes
+            .iter()
+            .flat_map(|r| r.models.iter().map(String::as_str))
+            .chain(
+                self.pools
+                    .values()
+                    .flat_map(|p| p.models.keys().map(String::as_str)),
+            )
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+impl Route {
+    /// Whether this route governs a request for `model` with these headers.
+    pub fn governs(&self, model: &str, headers: &impl Headers) -> bool {
+        self.models.iter().any(|m| m == model)
+            && self.headers.iter().all(|(name, values)| {
+                headers
+                    .get(name)
+                    .is_some_and(|v| values.iter().any(|x| x == v))
+            })
+    }
+
+    /// Signals some decision reads; only these need computing.
+    pub fn needed_signals(&self) -> impl Iterator<Item = SignalId> + '_ {
+        let mut needed = vec![false; self.signals.len()];
+        for d in &self.decisions {
+            for id in d.when.signals() {
+                needed[id] = true;
+            }
+        }
+        needed
+            .into_iter()
+            .enumerate()
+            .filter_map(|(id, n)| n.then_some(id))
+    }
+
+    /// Whether any needed signal takes a model (so the request costs inference time).
+    pub fn needs_model(&self) -> bool {
+        self.needed_signals()
+            .any(|id| self.signals[id].kind.needs_model())
+    }
+
+    /// Computes the needed signals that take no model: keywords over `prompt`, and headers.
+    pub fn evaluate_rule_signals(&self, prompt: &str, headers: &impl Headers) -> SignalValues {
+        let mut values = SignalValues(vec![None; self.signals.len()]);
+        let mut lowered: Option<String> = None;
+        for id in self.needed_signals() {
+            let value = match &self.signals[id].kind {
+                SignalKind::Keywords {
+                    keywords,
+                    operator,
+                    case_sensitive,
+                } => {
+                    let text = if *case_sensitive {
+                        prompt
+                    } else {
+                        lowered.get_or_insert_with(|| prompt.to_lowercase())
+                    };
+                    let found = |k: &String| contains_word(text, k);
+                    let matched = match operator {
+                        KeywordOperator::Any => keywords.iter().any(found),
+                        KeywordOperator::All => keywords.iter().all(found),
+                    };
+                    SignalValue::flag(matched)
+                }
+                SignalKind::Header { name, values } => {
+                    let matched = headers
+                        .get(name)
+                        .is_some_and(|v| values.iter().any(|x| x == v));
+                    SignalValue::flag(matched)
+                }
+                SignalKind::Examples { .. } | SignalKind::Category { .. } => continue,
+            };
+            values.set(id, value);
+        }
+        values
+    }
+
+    /// Picks the target: the first decision whose condition holds, else the default. A
+    /// decision that reads an unavailable signal does not match. `draw` is a uniformly random
+    /// number that picks among weighted targets.
+    pub fn decide(&self, signals: &SignalValues, draw: u64) -> Verdict<'_> {
+        for decision in &self.decisions {
+            if holds(&decision.when, signals) == Some(true) {
+                return Verdict {
+                    decision: Some(decision),
+                    target: pick_weighted(decision, draw),
+                    fallbacks: &decision.fallbacks,
+                };
+            }
+        }
+        Verdict {
+            decision: None,
+            target: &self.default_target,
+            fallbacks: &[],
+        }
+    }
+}
+
+/// Evaluates a condition; `None` when a signal it reads is unavailable.
+pub fn holds(when: &Condition, signals: &SignalValues) -> Option<bool> {
+    let value = |id: &SignalId| signals.get(*id).map(|v| v.matched);
+    let mut all = true;
+    for id in &when.all {
+        all &= value(id)?;
+    }
+    let mut any = when.any.is_empty();
+    for id in &when.any {
+        any |= value(id)?;
+    }
+    let mut none = true;
+    for id in &when.not {
+        none &= !value(id)?;
+    }
+    Some(all && any && none)
+}
+
+/// The target whose cumulative-weight interval holds `draw mod total`.
+fn pick_weighted(decision: &Decision, draw: u64) -> &Target {
+    let point = draw % decision.total_weight.max(1);
+    decision
+        .targets
+        .iter()
+        .find(|(_, upto)| point < *upto)
+        .or(decision.targets.last())
+        .map(|(t, _)| t)
+        .expect("compiler keeps only decisions with at least one target")
+}
+
+/// Whether `needle` occurs in `text` on word boundaries (so `sql` does not match `mysql`).
+pub fn contains_word(text: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return false;
+    }
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(needle).any(|(start, _)| {
+        let before = text[..start].chars().next_back();
+        let after = text[start + needle.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}

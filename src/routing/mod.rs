@@ -1,0 +1,22 @@
+//! Routing: the compiled table, the compiler that builds it and the engine that reads it.
+//!
+//! Nothing here knows about Kubernetes watches or gRPC; the controller feeds resources in, the
+//! data plane asks for verdicts.
+
+mod compile;
+mod diagnostics;
+mod engine;
+mod table;
+
+pub use compile::{Compiled, DEFAULT_NAMESPACE, Resources, compile, object_key};
+pub use diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
+pub use engine::{Headers, SignalValue, SignalValues, Verdict, contains_word, holds};
+pub use table::{
+    Condition, Decision, Model, Pool, PoolBackend, Route, RoutingTable, SharedTable, Signal,
+    SignalId, SignalKind, Target, reasoning_label,
+};
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;

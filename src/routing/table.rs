@@ -1,0 +1,300 @@
+//! The compiled, immutable routing table the data plane reads on every request.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use crate::api::{
+    CachePolicy, JailbreakPolicy, KeywordOperator, PickPolicy, Reasoning, ReasoningFamily,
+};
+
+use super::ObjectKey;
+
+/// Everything the data plane needs to route, compiled from the resources it was built from.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Increases with every table published by one process.
+    pub generation: u64,
+    /// Pools by namespace/name.
+    pub pools: BTreeMap<ObjectKey, Arc<Pool>>,
+    /// Routes in precedence order: the first that matches a request governs it.
+    pub routes: Vec<Arc<Route>>,
+}
+
+/// A compiled `ModelPool`.
+#[derive(Debug)]
+pub struct Pool {
+    /// Namespace/name of the pool.
+    pub key: ObjectKey,
+    /// Models the pool serves, by name.
+    pub models: BTreeMap<String, Model>,
+    /// How requests reach the pool.
+    pub backend: PoolBackend,
+    /// Endpoint-picking policy.
+    pub picking: PickPolicy,
+    /// How many fallback endpoints follow the chosen one.
+    pub fallbacks: u8,
+    /// Free-form attributes (accelerator, cluster).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A model served by a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// Name as the model server expects it.
+    pub name: String,
+    /// Family, which decides the reasoning fields.
+    pub reasoning_family: ReasoningFamily,
+}
+
+/// How requests reach a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PoolBackend {
+    /// The router picks one of these endpoints.
+    Endpoints(Vec<SocketAddr>),
+    /// An inference gateway picks; the router names the Envoy cluster.
+    Gateway {
+        /// Envoy cluster that reaches the gateway.
+        cluster: String,
+    },
+}
+
+/// A compiled `SemanticRoute`.
+#[derive(Debug)]
+pub struct Route {
+    /// Namespace/name of the route.
+    pub key: ObjectKey,
+    /// Requested model names it governs.
+    pub models: Vec<String>,
+    /// Header conditions that must all hold (lower-case names).
+    pub headers: Vec<(String, Vec<String>)>,
+    /// Signals, indexed by [`SignalId`].
+    pub signals: Vec<Signal>,
+    /// Jailbreak policy, when set.
+    pub jailbreak: Option<JailbreakPolicy>,
+    /// Decisions in order; only those whose targets resolved.
+    pub decisions: Vec<Decision>,
+    /// Target when no decision matches.
+    pub default_target: Target,
+    /// Semantic cache policy.
+    pub cache: Option<CachePolicy>,
+}
+
+/// Index of a signal in its route's [`Route::signals`].
+pub type SignalId = usize;
+
+/// A named signal of a route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signal {
+    /// Name decisions refer to.
+    pub name: String,
+    /// What computes it.
+    pub kind: SignalKind,
+}
+
+/// What computes a signal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SignalKind {
+    /// Keywords in the prompt (already lower-cased unless case-sensitive).
+    Keywords {
+        /// Words or phrases.
+        keywords: Vec<String>,
+        /// Any or all.
+        operator: KeywordOperator,
+        /// Match case exactly.
+        case_sensitive: bool,
+    },
+    /// A request header with one of these values (lower-case header name).
+    Header {
+        /// Header name.
+        name: String,
+        /// Accepted values.
+        values: Vec<String>,
+    },
+    /// Embedding similarity to example prompts (computed by a model).
+    Examples {
+        /// The example prompts.
+        prompts: Vec<String>,
+        /// Similarity threshold.
+        threshold: f32,
+    },
+    /// A classifier category (computed by a model).
+    Category {
+        /// Labels that make it hold.
+        labels: Vec<String>,
+        /// Confidence threshold.
+        threshold: f32,
+    },
+}
+
+impl SignalKind {
+    /// Whether a model computes this signal (so it costs inference time).
+    pub fn needs_model(&self) -> bool {
+        matches!(
+            self,
+            SignalKind::Examples { .. } | SignalKind::Category { .. }
+        )
+    }
+}
+
+/// A compiled decision.
+#[derive(Debug)]
+pub struct Decision {
+    /// Name, reported in `x-semantic-router-decision`.
+    pub name: String,
+    /// Condition over signals.
+    pub when: Condition,
+    /// Weighted targets (weight > 0 only), with the running total for picking.
+    pub targets: Vec<(Target, u64)>,
+    /// Sum of weights.
+    pub total_weight: u64,
+    /// Tried in order when no primary target has a ready endpoint.
+    pub fallbacks: Vec<Target>,
+}
+
+/// A compiled `when`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Condition {
+    /// All must hold.
+    pub all: Vec<SignalId>,
+    /// At least one must hold, when not empty.
+    pub any: Vec<SignalId>,
+    /// None may hold.
+    pub not: Vec<SignalId>,
+}
+
+impl Condition {
+    /// True when the condition holds for every request.
+    pub fn is_unconditional(&self) -> bool {
+        self.all.is_empty() && self.any.is_empty() && self.not.is_empty()
+    }
+
+    /// Every signal it reads.
+    pub fn signals(&self) -> impl Iterator<Item = SignalId> + '_ {
+        self.all.iter().chain(&self.any).chain(&self.not).copied()
+    }
+}
+
+/// A resolved target: a model in a pool, with a reasoning mode.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The pool.
+    pub pool: Arc<Pool>,
+    /// The model, as the pool serves it.
+    pub model: Model,
+    /// Reasoning mode to write.
+    pub reasoning: Reasoning,
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.pool.key == other.pool.key
+            && self.model == other.model
+            && self.reasoning == other.reasoning
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} @ {} (reasoning {})",
+            self.model.name,
+            self.pool.key.name,
+            reasoning_label(&self.reasoning)
+        )
+    }
+}
+
+/// Short label of a reasoning mode: `off`, `on`, or the effort.
+pub fn reasoning_label(reasoning: &Reasoning) -> &'static str {
+    use crate::api::ReasoningEffort::*;
+    match (reasoning.enabled, reasoning.effort) {
+        (false, _) => "off",
+        (true, None) => "on",
+        (true, Some(Low)) => "low",
+        (true, Some(Medium)) => "medium",
+        (true, Some(High)) => "high",
+    }
+}
+
+impl fmt::Display for RoutingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "routing table generation {}: {} pools, {} routes",
+            self.generation,
+            self.pools.len(),
+            self.routes.len()
+        )?;
+        for pool in self.pools.values() {
+            let models: Vec<&str> = pool.models.keys().map(String::as_str).collect();
+            let backend = match &pool.backend {
+                PoolBackend::Endpoints(e) => format!("{} endpoints", e.len()),
+                PoolBackend::Gateway { cluster } => format!("gateway cluster {cluster}"),
+            };
+            writeln!(
+                f,
+                "  pool {}: models [{}], {}",
+                pool.key,
+                models.join(", "),
+                backend
+            )?;
+        }
+        for route in &self.routes {
+            writeln!(
+                f,
+                "  route {} governs model [{}]:",
+                route.key,
+                route.models.join(", ")
+            )?;
+            for d in &route.decisions {
+                let targets: Vec<String> = d.targets.iter().map(|(t, _)| t.to_string()).collect();
+                writeln!(f, "    decision {} -> {}", d.name, targets.join(" | "))?;
+            }
+            writeln!(f, "    default -> {}", route.default_target)?;
+        }
+        Ok(())
+    }
+}
+
+/// The live table, swapped atomically; readers never wait on the writer.
+#[derive(Clone)]
+pub struct SharedTable {
+    current: Arc<ArcSwapOption<RoutingTable>>,
+    loaded: watch::Sender<u64>,
+}
+
+impl Default for SharedTable {
+    fn default() -> Self {
+        Self {
+            current: Arc::default(),
+            loaded: watch::channel(0).0,
+        }
+    }
+}
+
+impl SharedTable {
+    /// The current table, if one has been loaded.
+    pub fn load(&self) -> Option<Arc<RoutingTable>> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new table, stamping it with the next generation; returns that generation.
+    pub fn publish(&self, mut table: RoutingTable) -> u64 {
+        let generation = *self.loaded.borrow() + 1;
+        table.generation = generation;
+        self.current.store(Some(Arc::new(table)));
+        self.loaded.send_replace(generation);
+        generation
+    }
+
+    /// Watches the generation of the published table (0 until the first).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.loaded.subscribe()
+    }
+}

@@ -1,0 +1,528 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+
+use super::fixtures::{compile_all, math_route, pool, route, two_pools};
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn only_diagnostic(compiled: &Compiled) -> &Diagnostic {
+    assert_eq!(
+        compiled.diagnostics.len(),
+        1,
+        "diagnostics: {:#?}",
+        compiled.diagnostics
+    );
+    &compiled.diagnostics[0]
+}
+
+fn route_with(decisions: &str, default: &str) -> crate::api::SemanticRoute {
+    route(
+        "auto",
+        &format!(
+            "match: {{models: [auto]}}\nsignals:\n  keywords: [{{name: math, keywords: [integral]}}]\ndecisions:\n{decisions}\ndefaultTarget: {default}"
+        ),
+    )
+}
+
+#[test]
+fn valid_resources_compile_without_diagnostics() {
+    let compiled = compile_all(two_pools(), vec![math_route()]);
+    assert!(
+        compiled.diagnostics.is_empty(),
+        "{:#?}",
+        compiled.diagnostics
+    );
+    let table = &compiled.table;
+    assert_eq!(table.pools.len(), 2);
+    assert_eq!(table.routes.len(), 1);
+    let route = &table.routes[0];
+    assert_eq!(route.decisions.len(), 1);
+    assert_eq!(route.default_target.pool.key.name, "small");
+    let large = &table.pools[&ObjectKey::new("default", "large")];
+    let expected: Vec<SocketAddr> = vec![
+        "10.0.0.2:8000".parse().unwrap(),
+        "10.0.0.3:8000".parse().unwrap(),
+    ];
+    assert_eq!(large.backend, PoolBackend::Endpoints(expected));
+}
+
+#[test]
+fn missing_pool_drops_the_decision_and_keeps_the_default() {
+    let r = route_with(
+        "- {name: big, when: {any: [math]}, targets: [{pool: nope, model: large}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let reasons: Vec<Reason> = compiled.diagnostics.iter().map(|d| d.reason).collect();
+    assert_eq!(reasons, [Reason::PoolNotFound, Reason::NoResolvedTarget]);
+    assert!(
+        compiled
+            .diagnostics
+            .iter()
+            .all(|d| d.condition == ConditionType::ResolvedRefs && d.severity == Severity::Error)
+    );
+    assert!(compiled.diagnostics[0].message.contains("\"nope\""));
+    let route = &compiled.table.routes[0];
+    assert!(route.decisions.is_empty());
+    assert_eq!(route.default_target.model.name, "small");
+}
+
+#[test]
+fn model_not_served_names_what_the_pool_serves() {
+    let r = route_with(
+        "- {name: big, when: {any: [math]}, targets: [{pool: large, model: huge}, {pool: large, model: large}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(d.reason, Reason::ModelNotServed);
+    assert!(d.message.contains("serves only [large]"), "{}", d.message);
+    let decision = &compiled.table.routes[0].decisions[0];
+    assert_eq!(decision.targets.len(), 1, "the resolvable target stays");
+}
+
+#[test]
+fn unresolved_default_leaves_the_route_out() {
+    let r = route_with(
+        "- {name: big, targets: [{pool: large, model: large}]}",
+        "{pool: gone, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let reasons: Vec<(ConditionType, Reason)> = compiled
+        .diagnostics
+        .iter()
+        .map(|d| (d.condition, d.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (ConditionType::ResolvedRefs, Reason::PoolNotFound),
+            (ConditionType::Accepted, Reason::DefaultTargetUnresolved)
+        ]
+    );
+    assert!(compiled.table.routes.is_empty());
+}
+
+#[test]
+fn unknown_signal_rejects_the_route() {
+    let r = route_with(
+        "- {name: big, when: {all: [maths]}, targets: [{pool: large, model: large}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.condition, d.reason),
+        (ConditionType::Accepted, Reason::UnknownSignal)
+    );
+    assert!(d.message.contains("\"maths\""));
+    assert!(compiled.table.routes.is_empty());
+}
+
+#[test]
+fn duplicate_signal_names_reject_the_route() {
+    let r = route(
+        "auto",
+        "match: {models: [auto]}\nsignals:\n  keywords: [{name: x, keywords: [a]}]\n  headers: [{name: x, header: h, values: [v]}]\ndefaultTarget: {pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    assert_eq!(
+        only_diagnostic(&compiled).reason,
+        Reason::DuplicateSignalName
+    );
+    assert!(compiled.table.routes.is_empty());
+}
+
+#[test]
+fn shadowed_decision_is_a_warning() {
+    let r = route_with(
+        "- {name: everything, targets: [{pool: large, model: large}]}\n- {name: math, when: {any: [math]}, targets: [{pool: small, model: small}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.reason, d.severity),
+        (Reason::UnreachableDecision, Severity::Warning)
+    );
+    assert_eq!(compiled.table.routes[0].decisions.len(), 2);
+}
+
+#[test]
+fn identical_conditions_shadow_too() {
+    let r = route_with(
+        "- {name: a, when: {any: [math]}, targets: [{pool: large, model: large}]}\n- {name: b, when: {any: [math]}, targets: [{pool: small, model: small}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    assert_eq!(
+        only_diagnostic(&compiled).reason,
+        Reason::UnreachableDecision
+    );
+}
+
+#[test]
+fn second_route_for_the_same_requests_is_conflicted() {
+    let mut second = math_route();
+    second.metadata.name = Some("zz-later".into());
+    let compiled = compile_all(two_pools(), vec![second, math_route()]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(d.reason, Reason::Conflicted);
+    assert_eq!(d.object.name, "zz-later");
+    assert_eq!(compiled.table.routes.len(), 1);
+    assert_eq!(compiled.table.routes[0].key.name, "auto");
+}
+
+#[test]
+fn header_specific_route_takes_precedence() {
+    let general = math_route();
+    let team = route(
+        "team",
+        "match: {models: [auto], headers: [{name: X-Team, values: [research]}]}\ndefaultTarget: {pool: large, model: large}",
+    );
+    let compiled = compile_all(two_pools(), vec![general, team]);
+    assert!(
+        compiled.diagnostics.is_empty(),
+        "{:#?}",
+        compiled.diagnostics
+    );
+    let table = &compiled.table;
+    let research = headers(&[("x-team", "research")]);
+    let other = headers(&[("x-team", "ops")]);
+    assert_eq!(
+        table.governing_route("auto", &research).unwrap().key.name,
+        "team"
+    );
+    assert_eq!(
+        table.governing_route("auto", &other).unwrap().key.name,
+        "auto"
+    );
+    assert!(table.governing_route("gpt-4", &research).is_none());
+}
+
+#[test]
+fn pool_without_endpoints_is_not_ready() {
+    let p = pool(
+        "incluster",
+        "models: [{name: m}]\nendpoints: {selector: {matchLabels: {app: vllm}}, targetPort: 8000}",
+    );
+    let compiled = compile_all(vec![p.clone()], vec![]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.condition, d.reason),
+        (ConditionType::Ready, Reason::NoReadyEndpoints)
+    );
+
+    let addr: SocketAddr = "10.1.0.7:8000".parse().unwrap();
+    let discovered = [(ObjectKey::new("default", "incluster"), vec![addr])].into();
+    let compiled = compile(&Resources {
+        pools: vec![p],
+        routes: vec![],
+        discovered,
+    });
+    assert!(compiled.diagnostics.is_empty());
+    let pool = &compiled.table.pools[&ObjectKey::new("default", "incluster")];
+    assert_eq!(pool.backend, PoolBackend::Endpoints(vec![addr]));
+}
+
+#[test]
+fn hostname_address_is_skipped_with_a_warning() {
+    let p = pool(
+        "remote",
+        "models: [{name: m}]\nendpoints: {static: {addresses: [\"vllm.example.com:8000\", \"10.0.0.9:8000\"]}}",
+    );
+    let compiled = compile_all(vec![p], vec![]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.reason, d.severity),
+        (Reason::InvalidAddress, Severity::Warning)
+    );
+    let pool = compiled.table.pools.values().next().unwrap();
+    assert_eq!(
+        pool.backend,
+        PoolBackend::Endpoints(vec!["10.0.0.9:8000".parse().unwrap()])
+    );
+}
+
+#[test]
+fn gateway_pool_names_its_cluster() {
+    let p = pool(
+        "llmd",
+        "models: [{name: m}]\nendpoints: {gateway: {clusterName: llm-d-east}}",
+    );
+    let compiled = compile_all(vec![p], vec![]);
+    assert!(compiled.diagnostics.is_empty());
+    let pool = compiled.table.pools.values().next().unwrap();
+    assert_eq!(
+        pool.backend,
+        PoolBackend::Gateway {
+            cluster: "llm-d-east".into()
+        }
+    );
+}
+
+#[test]
+fn zero_weight_targets_take_no_traffic() {
+    let r = route_with(
+        "- {name: split, targets: [{pool: large, model: large, weight: 0}, {pool: small, model: small, weight: 3}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let route = &compiled.table.routes[0];
+    for draw in 0..50 {
+        let v = route.decide(&SignalValues::default(), draw);
+        assert_eq!(v.target.pool.key.name, "small");
+    }
+}
+
+#[test]
+fn keywords_pick_the_reasoning_decision() {
+    let compiled = compile_all(two_pools(), vec![math_route()]);
+    let route = &compiled.table.routes[0];
+    let none = headers(&[]);
+
+    let math = route.evaluate_rule_signals("Compute the Integral of x^2", &none);
+    let v = route.decide(&math, 0);
+    assert_eq!(v.decision_name(), "reasoning");
+    assert_eq!(v.target.model.name, "large");
+    assert!(v.target.reasoning.enabled);
+
+    let chat = route.evaluate_rule_signals("what is the capital of North Carolina?", &none);
+    let v = route.decide(&chat, 0);
+    assert_eq!(v.decision_name(), "default");
+    assert_eq!(v.target.model.name, "small");
+    assert!(!v.target.reasoning.enabled);
+}
+
+#[test]
+fn only_needed_signals_are_computed() {
+    let compiled = compile_all(two_pools(), vec![math_route()]);
+    let route = &compiled.table.routes[0];
+    let needed: Vec<&str> = route
+        .needed_signals()
+        .map(|id| route.signals[id].name.as_str())
+        .collect();
+    assert_eq!(needed, ["math"], "the header signal is defined but unused");
+    let values = route.evaluate_rule_signals("integral", &headers(&[("x-team", "research")]));
+    let research = route
+        .signals
+        .iter()
+        .position(|s| s.name == "research")
+        .unwrap();
+    assert_eq!(values.get(research), None);
+    assert!(!route.needs_model());
+}
+
+#[test]
+fn unavailable_signal_skips_the_decision() {
+    let r = route(
+        "auto",
+        r#"match: {models: [auto]}
+signals:
+  examples: [{name: mathy, prompts: ["solve x"]}]
+decisions:
+- {name: m, when: {any: [mathy]}, targets: [{pool: large, model: large}]}
+defaultTarget: {pool: small, model: small}"#,
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let route = &compiled.table.routes[0];
+    assert!(route.needs_model());
+    let values = route.evaluate_rule_signals("solve x", &headers(&[]));
+    assert_eq!(route.decide(&values, 0).decision_name(), "default");
+    let mut values = values;
+    values.set(
+        0,
+        SignalValue {
+            matched: true,
+            score: Some(0.9),
+        },
+    );
+    assert_eq!(route.decide(&values, 0).decision_name(), "m");
+}
+
+#[test]
+fn all_any_not_combine() {
+    let r = route(
+        "auto",
+        r#"match: {models: [auto]}
+signals:
+  keywords:
+  - {name: a, keywords: [alpha]}
+  - {name: b, keywords: [beta]}
+  - {name: c, keywords: [gamma]}
+  - {name: every, keywords: [alpha, beta], operator: All, caseSensitive: true}
+decisions:
+- {name: d, when: {all: [a], any: [b, c], not: [every]}, targets: [{pool: large, model: large}]}
+- {name: e, when: {all: [every]}, targets: [{pool: large, model: large}]}
+defaultTarget: {pool: small, model: small}"#,
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let route = &compiled.table.routes[0];
+    let decide = |prompt: &str| {
+        let values = route.evaluate_rule_signals(prompt, &headers(&[]));
+        route.decide(&values, 0).decision_name().to_owned()
+    };
+    assert_eq!(decide("alpha gamma"), "d");
+    assert_eq!(decide("alpha"), "default", "any needs one of b, c");
+    assert_eq!(decide("alpha beta"), "e", "not excludes d");
+    assert_eq!(decide("ALPHA BETA"), "d", "case-sensitive keywords miss");
+}
+
+#[test]
+fn keywords_match_whole_words() {
+    assert!(contains_word("use sql here", "sql"));
+    assert!(contains_word("sql", "sql"));
+    assert!(contains_word("(sql)", "sql"));
+    assert!(!contains_word("mysql server", "sql"));
+    assert!(!contains_word("sqlite", "sql"));
+    assert!(contains_word("think step by step.", "step by step"));
+    assert!(!contains_word("anything", ""));
+}
+
+#[test]
+fn model_names_cover_aliases_and_pool_models() {
+    let compiled = compile_all(two_pools(), vec![math_route()]);
+    assert_eq!(compiled.table.model_names(), ["auto", "large", "small"]);
+}
+
+#[test]
+fn shared_table_publishes_generations() {
+    let shared = SharedTable::default();
+    assert!(shared.load().is_none());
+    let rx = shared.subscribe();
+    assert_eq!(shared.publish(compile_all(two_pools(), vec![]).table), 1);
+    assert_eq!(shared.publish(RoutingTable::default()), 2);
+    assert_eq!(*rx.borrow(), 2);
+    assert_eq!(shared.load().unwrap().generation, 2);
+}
+
+fn split_route(weights: &[u32]) -> crate::api::SemanticRoute {
+    let targets: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let pool = if i % 2 == 0 { "small" } else { "large" };
+            format!(
+                "{{pool: {pool}, model: {pool}, weight: {w}, reasoning: {{enabled: {}}}}}",
+                i % 4 >= 2
+            )
+        })
+        .collect();
+    route_with(
+        &format!("- {{name: split, targets: [{}]}}", targets.join(", ")),
+        "{pool: small, model: small}",
+    )
+}
+
+proptest! {
+    /// Over one full cycle of draws, every target gets exactly its weight's share.
+    #[test]
+    fn weighted_split_is_exact_over_a_cycle(weights in prop::collection::vec(1u32..50, 1..5)) {
+        let compiled = compile_all(two_pools(), vec![split_route(&weights)]);
+        let route = &compiled.table.routes[0];
+        let decision = &route.decisions[0];
+        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+        prop_assert_eq!(decision.total_weight, total);
+        let mut counts = vec![0u64; weights.len()];
+        for draw in 0..total * 3 {
+            let v = route.decide(&SignalValues::default(), draw);
+            let i = decision.targets.iter().position(|(t, _)| std::ptr::eq(t, v.target)).unwrap();
+            counts[i] += 1;
+        }
+        for (count, w) in counts.iter().zip(&weights) {
+            prop_assert_eq!(*count, 3 * u64::from(*w));
+        }
+    }
+
+    /// With random draws, shares stay within 3 percentage points of the weights.
+    #[test]
+    fn weighted_split_within_tolerance(weights in prop::collection::vec(1u32..1000, 2..4), seed in any::<u64>()) {
+        use rand::{Rng, SeedableRng};
+        let compiled = compile_all(two_pools(), vec![split_route(&weights)]);
+        let route = &compiled.table.routes[0];
+        let decision = &route.decisions[0];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n = 20_000;
+        let mut counts = vec![0u32; weights.len()];
+        for _ in 0..n {
+            let v = route.decide(&SignalValues::default(), rng.random());
+            let i = decision.targets.iter().position(|(t, _)| std::ptr::eq(t, v.target)).unwrap();
+            counts[i] += 1;
+        }
+        let total: u32 = weights.iter().sum();
+        for (count, w) in counts.iter().zip(&weights) {
+            let got = f64::from(*count) / f64::from(n);
+            let want = f64::from(*w) / f64::from(total);
+            prop_assert!((got - want).abs() < 0.03, "got {got}, want {want}");
+        }
+    }
+
+    /// The verdict is the first decision whose condition holds, else the default; same input,
+    /// same verdict.
+    #[test]
+    fn verdict_is_first_holding_decision(values in prop::collection::vec(prop::option::of(any::<bool>()), 3), draw in any::<u64>()) {
+        let r = route(
+            "auto",
+            r#"match: {models: [auto]}
+signals:
+  keywords: [{name: a, keywords: [a]}, {name: b, keywords: [b]}, {name: c, keywords: [c]}]
+decisions:
+- {name: one, when: {all: [a, b]}, targets: [{pool: large, model: large}]}
+- {name: two, when: {any: [b, c], not: [a]}, targets: [{pool: small, model: small}]}
+- {name: three, when: {not: [c]}, targets: [{pool: large, model: large}]}
+defaultTarget: {pool: small, model: small}"#,
+        );
+        let compiled = compile_all(two_pools(), vec![r]);
+        let route = &compiled.table.routes[0];
+        let signals = SignalValues(values.iter().map(|v| v.map(SignalValue::flag)).collect());
+        let verdict = route.decide(&signals, draw);
+        let expected = route.decisions.iter().find(|d| holds(&d.when, &signals) == Some(true));
+        prop_assert_eq!(verdict.decision.map(|d| &d.name), expected.map(|d| &d.name));
+        let again = route.decide(&signals, draw);
+        prop_assert_eq!(verdict.target, again.target);
+    }
+
+    /// Compilation does not depend on the order resources arrive in.
+    #[test]
+    fn compile_is_order_independent(rotate in 0usize..4, reverse in any::<bool>()) {
+        let mut second = math_route();
+        second.metadata.name = Some("other".into());
+        let mut routes = vec![math_route(), second, route(
+            "bad",
+            "match: {models: [x]}\ndefaultTarget: {pool: nope, model: small}",
+        )];
+        let mut pools = two_pools();
+        let n = routes.len();
+        routes.rotate_left(rotate % n);
+        if reverse {
+            pools.reverse();
+            routes.reverse();
+        }
+        let baseline = compile_all(two_pools(), vec![math_route()]);
+        let compiled = compile_all(pools, routes);
+        prop_assert_eq!(compiled.table.routes[0].key.name.as_str(), "auto");
+        prop_assert_eq!(compiled.table.to_string(), baseline.table.to_string());
+        let mut reasons: Vec<_> = compiled.diagnostics.iter().map(|d| (d.object.name.clone(), d.reason)).collect();
+        reasons.sort();
+        prop_assert_eq!(reasons, vec![
+            ("bad".to_string(), Reason::PoolNotFound),
+            ("bad".to_string(), Reason::DefaultTargetUnresolved),
+            ("other".to_string(), Reason::Conflicted),
+        ]);
+    }
+
+    /// A keyword surrounded by spaces is always found.
+    #[test]
+    fn inserted_word_is_found(prefix in "[a-z ]{0,20}", suffix in "[a-z ]{0,20}", word in "[a-z]{1,8}") {
+        let text = format!("{prefix} {word} {suffix}");
+        prop_assert!(contains_word(&text, &word));
+    }
+}
