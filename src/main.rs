@@ -1,3 +1,227 @@
-fn main() {
-    print!("{}", semantic_router::api::crds_yaml().unwrap());
+//! The `semantic-router` binary: wires the library's parts together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use semantic_router::controller::file_source;
+use semantic_router::dataplane::admin::AdminState;
+use semantic_router::dataplane::extproc::{ExtProc, Limits};
+use semantic_router::dataplane::metrics::Metrics;
+use semantic_router::dataplane::picker::PolicyPicker;
+use semantic_router::dataplane::processor::{NoModels, Processor};
+use semantic_router::dataplane::server::{self, TlsFiles};
+use semantic_router::routing::SharedTable;
+use tokio::sync::watch;
+
+/// Semantic routing for LLM inference: picks the model, reasoning mode and GPU pool each
+/// prompt needs, as an Envoy ext_proc data plane driven by SemanticRoute and ModelPool
+/// resources.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "SR_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info,semantic_router=debug`).
+    #[arg(long, default_value = "info", global = true, env = "RUST_LOG")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router: load routing policy and keep the routing table live.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions for SemanticRoute and ModelPool as YAML.
+    Crds,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Directory of SemanticRoute and ModelPool manifests (YAML, searched recursively);
+    /// watched, and the table swapped on every change. No cluster needed.
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+
+    /// Address of the Envoy ext_proc gRPC server (and gRPC health). Use 0.0.0.0 only to
+    /// serve Envoy on another host.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "SR_EXTPROC_LISTEN")]
+    extproc_listen: SocketAddr,
+
+    /// Address of the admin HTTP server: /metrics, /healthz, /readyz, POST /v1/explain.
+    #[arg(long, default_value = "127.0.0.1:9190", env = "SR_ADMIN_LISTEN")]
+    admin_listen: SocketAddr,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = 8 << 20, env = "SR_MAX_BODY_BYTES")]
+    max_body_bytes: usize,
+
+    /// PEM certificate for TLS on the ext_proc port (with --tls-key).
+    #[arg(long, requires = "tls_key", env = "SR_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "SR_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM CA that client certificates must chain to (turns on mTLS).
+    #[arg(long, requires = "tls_cert", env = "SR_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Seconds open ext_proc streams get to finish after SIGTERM.
+    #[arg(long, default_value_t = 10, env = "SR_SHUTDOWN_GRACE_SECONDS")]
+    shutdown_grace_seconds: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            print!("{}", semantic_router::api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logging(cli.log_format, &cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run(args))
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.manifests.is_dir(),
+        "--manifests {} is not a directory",
+        args.manifests.display()
+    );
+    let extproc_listener = server::bind(args.extproc_listen).await?;
+    let admin_listener = server::bind(args.admin_listen).await?;
+    tracing::info!(
+        extproc = %extproc_listener.local_addr()?, admin = %admin_listener.local_addr()?,
+        tls = args.tls_cert.is_some(), "listening"
+    );
+
+    let shared = SharedTable::default();
+    let metrics = Arc::new(Metrics::new());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let processor = Arc::new(Processor::new(
+        shared.clone(),
+        Arc::new(PolicyPicker::default()),
+        Arc::new(NoModels),
+    ));
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    tokio::spawn(track_generation(shared.subscribe(), metrics.clone()));
+
+    let tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+        cert,
+        key,
+        client_ca: args.tls_client_ca,
+    });
+    let source = {
+        let mut stopped = stopped.clone();
+        file_source::run(args.manifests, shared.clone(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+    };
+    let extproc = server::serve_extproc(
+        extproc_listener,
+        ExtProc::new(
+            processor.clone(),
+            metrics,
+            Limits {
+                max_body_bytes: args.max_body_bytes,
+            },
+        ),
+        tls,
+        shared.subscribe(),
+        stopped.clone(),
+        Duration::from_secs(args.shutdown_grace_seconds),
+    );
+    let admin = server::serve_admin(
+        admin_listener,
+        Arc::new(AdminState {
+            registry,
+            processor,
+        }),
+        stopped,
+    );
+    tokio::try_join!(
+        async { source.await.map_err(anyhow::Error::from) },
+        async { extproc.await.map_err(anyhow::Error::from) },
+        async { admin.await.map_err(anyhow::Error::from) },
+    )?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Keeps the table-generation gauge current.
+async fn track_generation(mut generation: watch::Receiver<u64>, metrics: Arc<Metrics>) {
+    loop {
+        let current = *generation.borrow_and_update();
+        metrics
+            .table_generation
+            .set(i64::try_from(current).unwrap_or(i64::MAX));
+        if generation.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log filter {filter:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
 }

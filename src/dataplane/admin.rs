@@ -1,0 +1,101 @@
+//! The admin HTTP port: Prometheus metrics, liveness, readiness and `explain`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+
+use super::openai::ApiKind;
+use super::processor::{Processor, RequestView};
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// The processor `explain` asks.
+    pub processor: Arc<Processor>,
+}
+
+/// The admin router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/explain", post(explain))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    match state.processor.table().load() {
+        Some(table) => {
+            format!("ready: routing table generation {}\n", table.generation).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no routing table loaded yet\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    /// `chat` (default) or `completions`.
+    api: Option<String>,
+}
+
+/// Explains how the router would route an OpenAI request body sent with these headers.
+async fn explain(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<ExplainQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = match query.api.as_deref() {
+        None | Some("chat") => ApiKind::Chat,
+        Some("completions") => ApiKind::Completions,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown api {other:?}; use chat or completions\n"),
+            )
+                .into_response();
+        }
+    };
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let explanation = state
+        .processor
+        .explain(RequestView {
+            kind,
+            headers: &headers,
+            body: &body,
+        })
+        .await;
+    axum::Json(explanation).into_response()
+}

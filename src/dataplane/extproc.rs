@@ -1,0 +1,442 @@
+//! The Envoy `ext_proc` gRPC service: one task per HTTP request stream, carrying what the
+//! headers phase learned into the body and response phases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValueOption};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::error::RequestError;
+use super::metrics::{ErrorLabels, Metrics, OutcomeLabels, RouteLabels, TokenLabels};
+use super::mutations::{
+    self, DESTINATION_HEADER, header_mutation, immediate, replaced_body, set_header, streamed_body,
+};
+use super::openai::ApiKind;
+use super::processor::{Destination, Outcome, Processor, RequestView, Routed};
+use super::usage::{SseUsageScanner, Usage, usage_from_json};
+
+/// Largest non-streamed response body read for its usage figures; larger ones are not counted.
+const MAX_USAGE_BODY: usize = 1 << 20;
+
+/// Limits of the request path.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes; larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+/// The ext_proc service.
+#[derive(Clone)]
+pub struct ExtProc {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    processor: Arc<Processor>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+impl ExtProc {
+    /// A service deciding with `processor` and recording into `metrics`.
+    pub fn new(processor: Arc<Processor>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                processor,
+                metrics,
+                limits,
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProc {
+    type ProcessStream = ReceiverStream<Result<ProcessingResponse, Status>>;
+
+    async fn process(
+        &self,
+        request: tonic::Request<Streaming<ProcessingRequest>>,
+    ) -> Result<tonic::Response<Self::ProcessStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(8);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut stream = StreamState::default();
+            while let Ok(Some(message)) = inbound.message().await {
+                for response in stream.handle(message, &inner).await {
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// What one HTTP request's stream has learned so far.
+struct StreamState {
+    request_mode: BodySendMode,
+    response_mode: BodySendMode,
+    /// The inference API of a request the router processes; `None` passes through.
+    kind: Option<ApiKind>,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+    /// The request was answered (routed, passed or refused); later body chunks are ignored.
+    decided: bool,
+    routed: Option<RouteLabels>,
+    response: ResponseUsage,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        Self {
+            request_mode: BodySendMode::Buffered,
+            response_mode: BodySendMode::None,
+            kind: None,
+            headers: HashMap::new(),
+            body: Vec::new(),
+            decided: false,
+            routed: None,
+            response: ResponseUsage::default(),
+        }
+    }
+}
+
+impl StreamState {
+    fn duplex(&self) -> bool {
+        self.request_mode == BodySendMode::FullDuplexStreamed
+    }
+
+    async fn handle(
+        &mut self,
+        message: ProcessingRequest,
+        inner: &Inner,
+    ) -> Vec<ProcessingResponse> {
+        if let Some(config) = &message.protocol_config {
+            self.request_mode =
+                BodySendMode::try_from(config.request_body_mode).unwrap_or(BodySendMode::Buffered);
+            self.response_mode =
+                BodySendMode::try_from(config.response_body_mode).unwrap_or(BodySendMode::None);
+        }
+        let Some(request) = message.request else {
+            return Vec::new();
+        };
+        match request {
+            Request::RequestHeaders(h) => self.on_request_headers(h, inner).await,
+            Request::RequestBody(b) => self.on_request_body(b, inner).await,
+            Request::RequestTrailers(_) => {
+                let mut out = Vec::new();
+                if self.kind.is_some() && !self.decided {
+                    out = self.decide(inner).await;
+                }
+                out.push(mutations::request_trailers());
+                out
+            }
+            Request::ResponseHeaders(h) => self.on_response_headers(h, inner),
+            Request::ResponseBody(b) => self.on_response_body(b, inner),
+            Request::ResponseTrailers(_) => vec![mutations::response_trailers()],
+        }
+    }
+
+    async fn on_request_headers(
+        &mut self,
+        message: HttpHeaders,
+        inner: &Inner,
+    ) -> Vec<ProcessingResponse> {
+        self.headers = header_map(message.headers.as_ref());
+        let post = self.headers.get(":method").is_some_and(|m| m == "POST");
+        let path = self.headers.get(":path").map_or("", String::as_str);
+        self.kind = ApiKind::from_path(path).filter(|_| post);
+        if self.kind.is_none() {
+            self.decided = true;
+            return vec![mutations::request_headers(CommonResponse::default())];
+        }
+        if message.end_of_stream {
+            return self.decide(inner).await;
+        }
+        if self.duplex() {
+            // Held until the body is complete, so headers and body are answered together.
+            Vec::new()
+        } else {
+            vec![mutations::request_headers(CommonResponse::default())]
+        }
+    }
+
+    async fn on_request_body(
+        &mut self,
+        message: HttpBody,
+        inner: &Inner,
+    ) -> Vec<ProcessingResponse> {
+        if self.decided {
+            return vec![if self.duplex() {
+                mutations::request_body(streamed_body(message.body, message.end_of_stream))
+            } else {
+                mutations::request_body(CommonResponse::default())
+            }];
+        }
+        let limit = inner.limits.max_body_bytes;
+        if self.body.len() + message.body.len() > limit {
+            self.decided = true;
+            return vec![refuse(&RequestError::BodyTooLarge { limit }, inner)];
+        }
+        self.body.extend_from_slice(&message.body);
+        if message.end_of_stream {
+            self.decide(inner).await
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The request body is complete: decide and answer headers and body.
+    async fn decide(&mut self, inner: &Inner) -> Vec<ProcessingResponse> {
+        self.decided = true;
+        let Some(kind) = self.kind else {
+            return Vec::new();
+        };
+        let started = Instant::now();
+        let outcome = inner
+            .processor
+            .process(RequestView {
+                kind,
+                headers: &self.headers,
+                body: &self.body,
+            })
+            .await;
+        let body = std::mem::take(&mut self.body);
+        match outcome {
+            Outcome::Rejected(error) => vec![refuse(&error, inner)],
+            Outcome::PassThrough => {
+                inner
+                    .metrics
+                    .requests
+                    .get_or_create(&outcome_labels(None, "passthrough"))
+                    .inc();
+                if self.duplex() {
+                    vec![
+                        mutations::request_headers(CommonResponse::default()),
+                        mutations::request_body(streamed_body(body, true)),
+                    ]
+                } else {
+                    vec![mutations::request_body(CommonResponse::default())]
+                }
+            }
+            Outcome::Routed(routed) => {
+                let labels = RouteLabels {
+                    decision: routed.decision.clone(),
+                    model: routed.model.clone(),
+                    pool: routed.pool.clone(),
+                };
+                inner
+                    .metrics
+                    .decision_seconds
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+                inner
+                    .metrics
+                    .requests
+                    .get_or_create(&outcome_labels(Some(&labels), "upstream"))
+                    .inc();
+                self.response.stream = routed.stream;
+                self.routed = Some(labels);
+                self.forward(routed)
+            }
+        }
+    }
+
+    /// The answer that sends a routed request on with its new body and destination.
+    fn forward(&self, routed: Routed) -> Vec<ProcessingResponse> {
+        let mut headers = decision_headers(&routed);
+        headers.push(set_header("content-length", routed.body.len().to_string()));
+        let metadata = match &routed.destination {
+            Destination::Endpoints(_) => {
+                let list = routed.destination.endpoint_list().unwrap_or_default();
+                headers.push(set_header(DESTINATION_HEADER, list.clone()));
+                Some(mutations::destination_metadata(&list))
+            }
+            Destination::Cluster(cluster) => {
+                headers.push(set_header("x-semantic-router-cluster", cluster.clone()));
+                None
+            }
+        };
+        let common = CommonResponse {
+            header_mutation: header_mutation(headers),
+            clear_route_cache: true,
+            ..CommonResponse::default()
+        };
+        if self.duplex() {
+            let mut first = mutations::request_headers(common);
+            first.dynamic_metadata = metadata;
+            vec![
+                first,
+                mutations::request_body(streamed_body(routed.body, true)),
+            ]
+        } else {
+            let mut only = mutations::request_body(CommonResponse {
+                body_mutation: replaced_body(routed.body),
+                ..common
+            });
+            only.dynamic_metadata = metadata;
+            vec![only]
+        }
+    }
+
+    fn on_response_headers(
+        &mut self,
+        message: HttpHeaders,
+        inner: &Inner,
+    ) -> Vec<ProcessingResponse> {
+        let headers = header_map(message.headers.as_ref());
+        self.response.sse = headers
+            .get("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let Some(labels) = &self.routed else {
+            return vec![mutations::response_headers(Vec::new())];
+        };
+        let out = vec![mutations::response_headers(vec![
+            set_header("x-semantic-router-decision", labels.decision.clone()),
+            set_header("x-semantic-router-model", labels.model.clone()),
+            set_header("x-semantic-router-pool", labels.pool.clone()),
+            set_header("x-semantic-router-path", "upstream"),
+        ])];
+        if message.end_of_stream {
+            self.record_usage(inner);
+        }
+        out
+    }
+
+    fn on_response_body(&mut self, message: HttpBody, inner: &Inner) -> Vec<ProcessingResponse> {
+        if self.routed.is_some() {
+            self.response.feed(&message.body);
+            if message.end_of_stream {
+                self.record_usage(inner);
+            }
+        }
+        vec![if self.response_mode == BodySendMode::FullDuplexStreamed {
+            mutations::response_body(streamed_body(message.body, message.end_of_stream))
+        } else {
+            mutations::response_body(CommonResponse::default())
+        }]
+    }
+
+    fn record_usage(&mut self, inner: &Inner) {
+        let (Some(labels), Some(usage)) = (&self.routed, self.response.finish()) else {
+            return;
+        };
+        for (kind, tokens) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            inner
+                .metrics
+                .tokens
+                .get_or_create(&TokenLabels {
+                    decision: labels.decision.clone(),
+                    model: labels.model.clone(),
+                    pool: labels.pool.clone(),
+                    kind,
+                })
+                .inc_by(tokens);
+        }
+    }
+}
+
+/// Reads usage figures from a response as it passes, without holding it back.
+#[derive(Default)]
+struct ResponseUsage {
+    stream: bool,
+    sse: bool,
+    scanner: SseUsageScanner,
+    json: Vec<u8>,
+    too_large: bool,
+}
+
+impl ResponseUsage {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.sse || self.stream {
+            self.scanner.feed(chunk);
+        } else if !self.too_large {
+            if self.json.len() + chunk.len() > MAX_USAGE_BODY {
+                self.too_large = true;
+                self.json = Vec::new();
+            } else {
+                self.json.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Option<Usage> {
+        if self.sse || self.stream {
+            self.scanner.finish();
+            self.scanner.usage()
+        } else {
+            usage_from_json(&std::mem::take(&mut self.json))
+        }
+    }
+}
+
+fn refuse(error: &RequestError, inner: &Inner) -> ProcessingResponse {
+    inner
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            reason: error.code(),
+        })
+        .inc();
+    inner
+        .metrics
+        .requests
+        .get_or_create(&outcome_labels(None, "error"))
+        .inc();
+    immediate(error)
+}
+
+fn outcome_labels(route: Option<&RouteLabels>, outcome: &'static str) -> OutcomeLabels {
+    OutcomeLabels {
+        decision: route.map(|r| r.decision.clone()).unwrap_or_default(),
+        model: route.map(|r| r.model.clone()).unwrap_or_default(),
+        pool: route.map(|r| r.pool.clone()).unwrap_or_default(),
+        outcome,
+    }
+}
+
+/// The `x-semantic-router-*` headers that tell the backend and the client what was decided.
+fn decision_headers(routed: &Routed) -> Vec<HeaderValueOption> {
+    vec![
+        set_header("x-semantic-router-decision", routed.decision.clone()),
+        set_header("x-semantic-router-model", routed.model.clone()),
+        set_header("x-semantic-router-pool", routed.pool.clone()),
+        set_header("x-semantic-router-reasoning", routed.reasoning),
+        set_header("x-semantic-router-path", "upstream"),
+    ]
+}
+
+/// Headers by lower-case name; for repeated headers the last value wins.
+fn header_map(headers: Option<&HeaderMap>) -> HashMap<String, String> {
+    headers
+        .map(|h| {
+            h.headers
+                .iter()
+                .map(|v| {
+                    let value = if v.raw_value.is_empty() {
+                        v.value.clone()
+                    } else {
+                        String::from_utf8_lossy(&v.raw_value).into_owned()
+                    };
+                    (v.key.to_ascii_lowercase(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

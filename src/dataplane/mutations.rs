@@ -1,0 +1,155 @@
+//! Small builders for the ext_proc messages the service sends back to Envoy.
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, ImmediateResponse,
+    ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+
+use super::error::RequestError;
+
+/// Header that carries the endpoint-picker protocol's destination (`ip:port[,ip:port…]`).
+pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+/// Dynamic-metadata namespace of the endpoint-picker protocol.
+pub const DESTINATION_NAMESPACE: &str = "envoy.lb";
+
+/// A header that replaces any value the request had.
+pub fn set_header(key: &str, value: impl Into<Vec<u8>>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            raw_value: value.into(),
+            ..HeaderValue::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..HeaderValueOption::default()
+    }
+}
+
+/// A header mutation setting these headers.
+pub fn header_mutation(headers: Vec<HeaderValueOption>) -> Option<HeaderMutation> {
+    (!headers.is_empty()).then(|| HeaderMutation {
+        set_headers: headers,
+        remove_headers: Vec::new(),
+    })
+}
+
+/// Continue the request headers, optionally with a mutation and a route-cache clear.
+pub fn request_headers(common: CommonResponse) -> ProcessingResponse {
+    response(Response::RequestHeaders(HeadersResponse {
+        response: Some(common),
+    }))
+}
+
+/// Continue the response headers with these extra headers.
+pub fn response_headers(headers: Vec<HeaderValueOption>) -> ProcessingResponse {
+    response(Response::ResponseHeaders(HeadersResponse {
+        response: Some(CommonResponse {
+            header_mutation: header_mutation(headers),
+            ..CommonResponse::default()
+        }),
+    }))
+}
+
+/// Answer a request body chunk.
+pub fn request_body(common: CommonResponse) -> ProcessingResponse {
+    response(Response::RequestBody(BodyResponse {
+        response: Some(common),
+    }))
+}
+
+/// Answer a response body chunk.
+pub fn response_body(common: CommonResponse) -> ProcessingResponse {
+    response(Response::ResponseBody(BodyResponse {
+        response: Some(common),
+    }))
+}
+
+/// A body mutation that, in full-duplex streaming, sends `body` as the next chunk.
+pub fn streamed_body(body: Vec<u8>, end_of_stream: bool) -> CommonResponse {
+    CommonResponse {
+        body_mutation: Some(BodyMutation {
+            mutation: Some(body_mutation::Mutation::StreamedResponse(
+                StreamedBodyResponse {
+                    body,
+                    end_of_stream,
+                    ..StreamedBodyResponse::default()
+                },
+            )),
+        }),
+        ..CommonResponse::default()
+    }
+}
+
+/// A body mutation that replaces the whole (buffered) body.
+pub fn replaced_body(body: Vec<u8>) -> Option<BodyMutation> {
+    Some(BodyMutation {
+        mutation: Some(body_mutation::Mutation::Body(body)),
+    })
+}
+
+/// Continue trailers unchanged.
+pub fn request_trailers() -> ProcessingResponse {
+    response(Response::RequestTrailers(TrailersResponse::default()))
+}
+
+/// Continue response trailers unchanged.
+pub fn response_trailers() -> ProcessingResponse {
+    response(Response::ResponseTrailers(TrailersResponse::default()))
+}
+
+/// The client-facing answer for a refused request: its status, an OpenAI-shaped body, and the
+/// router's path header.
+pub fn immediate(error: &RequestError) -> ProcessingResponse {
+    let path = if matches!(error, RequestError::Blocked) {
+        "blocked"
+    } else {
+        "error"
+    };
+    response(Response::ImmediateResponse(ImmediateResponse {
+        status: Some(HttpStatus {
+            code: i32::from(error.status()),
+        }),
+        headers: header_mutation(vec![
+            set_header("content-type", "application/json"),
+            set_header("x-semantic-router-path", path),
+            set_header("x-semantic-router-error", error.code()),
+        ]),
+        body: error.to_body(),
+        details: format!("semantic_router_{}", error.code()),
+        ..ImmediateResponse::default()
+    }))
+}
+
+/// Dynamic metadata `envoy.lb: {x-gateway-destination-endpoint: list}`.
+pub fn destination_metadata(endpoints: &str) -> Struct {
+    let inner = Struct {
+        fields: [(
+            DESTINATION_HEADER.to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(endpoints.to_owned())),
+            },
+        )]
+        .into(),
+    };
+    Struct {
+        fields: [(
+            DESTINATION_NAMESPACE.to_owned(),
+            Value {
+                kind: Some(Kind::StructValue(inner)),
+            },
+        )]
+        .into(),
+    }
+}
+
+fn response(response: Response) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(response),
+        ..ProcessingResponse::default()
+    }
+}
