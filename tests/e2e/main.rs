@@ -1,0 +1,6 @@
+//! End-to-end tests against real parts (API server, kubectl, Envoy). Install them first with
+//! `make tools` (hack/install-tools.sh).
+
+mod crds;
+mod dataplane;
+mod support;

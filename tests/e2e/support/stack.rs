@@ -1,0 +1,199 @@
+//! The router and simulated model servers as real processes on free 127.0.0.1 ports.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::envoy::free_addr;
+
+/// A child process killed (by pid) when dropped, its output in a log file.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn spawn(name: &str, command: &mut Command) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the process has printed.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn wait_for(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if ready() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{what} exited with {status}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{what} not ready after 20 s:\n{}", self.logs());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+}
+
+/// A running `vllm-sim`.
+pub struct Sim {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The process.
+    pub process: Process,
+}
+
+impl Sim {
+    /// Starts a simulator named `name` serving any model.
+    pub fn start(name: &str) -> Self {
+        let addr = free_addr();
+        let mut process = Process::spawn(
+            name,
+            Command::new(env!("CARGO_BIN_EXE_vllm-sim")).args([
+                "--name",
+                name,
+                "--listen",
+                &addr.to_string(),
+                "--itl-ms",
+                "2",
+            ]),
+        );
+        process.wait_for(name, || accepts(addr));
+        Self { addr, process }
+    }
+
+    /// Requests it received, newest last.
+    pub async fn requests(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("http://{}/sim/requests", self.addr))
+            .await
+            .expect("sim answers")
+            .json()
+            .await
+            .expect("sim requests are JSON")
+    }
+
+    /// Forgets the requests it received.
+    pub async fn clear(&self) {
+        reqwest::Client::new()
+            .delete(format!("http://{}/sim/requests", self.addr))
+            .send()
+            .await
+            .expect("sim answers");
+    }
+}
+
+/// A running `semantic-router run`.
+pub struct Router {
+    /// The ext_proc gRPC address.
+    pub extproc: SocketAddr,
+    /// The admin HTTP address.
+    pub admin: SocketAddr,
+    /// The process.
+    pub process: Process,
+}
+
+impl Router {
+    /// Starts the router on `manifests` with extra flags, and waits until it is ready.
+    pub fn start(manifests: &Path, extra: &[&str]) -> Self {
+        let extproc = free_addr();
+        let admin = free_addr();
+        let mut process = Process::spawn(
+            "router",
+            Command::new(env!("CARGO_BIN_EXE_semantic-router"))
+                .arg("run")
+                .arg("--manifests")
+                .arg(manifests)
+                .args(["--extproc-listen", &extproc.to_string()])
+                .args(["--admin-listen", &admin.to_string()])
+                .args(extra),
+        );
+        let url = format!("http://{admin}/readyz");
+        process.wait_for("router", || reqwest::blocking_get_ok(&url));
+        Self {
+            extproc,
+            admin,
+            process,
+        }
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("admin answers")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+
+    /// A blocking GET that is true on 2xx, without reqwest's blocking feature.
+    pub fn blocking_get_ok(url: &str) -> bool {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
+        use std::io::{Read, Write};
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .is_err()
+        {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 2")
+    }
+}
