@@ -440,3 +440,281 @@ fn header_map(headers: Option<&HeaderMap>) -> HashMap<String, String> {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+    use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
+    use envoy_types::pb::envoy::service::ext_proc::v3::{
+        ProtocolConfiguration, body_mutation::Mutation,
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::dataplane::picker::PolicyPicker;
+    use crate::dataplane::processor::NoModels;
+    use crate::routing::SharedTable;
+    use crate::routing::fixtures::{compile_all, math_route, two_pools};
+
+    fn inner(max_body_bytes: usize) -> Inner {
+        let table = SharedTable::default();
+        table.publish(compile_all(two_pools(), vec![math_route()]).table);
+        Inner {
+            processor: Arc::new(Processor::new(
+                table,
+                Arc::new(PolicyPicker::default()),
+                Arc::new(NoModels),
+            )),
+            metrics: Arc::new(Metrics::new()),
+            limits: Limits { max_body_bytes },
+        }
+    }
+
+    fn headers(
+        method: &str,
+        path: &str,
+        end_of_stream: bool,
+        mode: BodySendMode,
+    ) -> ProcessingRequest {
+        let header = |k: &str, v: &str| HeaderValue {
+            key: k.into(),
+            raw_value: v.as_bytes().to_vec(),
+            ..HeaderValue::default()
+        };
+        ProcessingRequest {
+            protocol_config: Some(ProtocolConfiguration {
+                request_body_mode: mode as i32,
+                response_body_mode: BodySendMode::Streamed as i32,
+                ..ProtocolConfiguration::default()
+            }),
+            request: Some(Request::RequestHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![header(":method", method), header(":path", path)],
+                }),
+                end_of_stream,
+                ..HttpHeaders::default()
+            })),
+            ..ProcessingRequest::default()
+        }
+    }
+
+    fn body(bytes: &[u8], end_of_stream: bool) -> ProcessingRequest {
+        ProcessingRequest {
+            request: Some(Request::RequestBody(HttpBody {
+                body: bytes.to_vec(),
+                end_of_stream,
+                ..HttpBody::default()
+            })),
+            ..ProcessingRequest::default()
+        }
+    }
+
+    fn chat(prompt: &str) -> Vec<u8> {
+        serde_json::to_vec(
+            &json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .unwrap()
+    }
+
+    fn set_headers(common: &CommonResponse) -> HashMap<String, String> {
+        common
+            .header_mutation
+            .iter()
+            .flat_map(|m| &m.set_headers)
+            .filter_map(|h| h.header.as_ref())
+            .map(|h| {
+                (
+                    h.key.clone(),
+                    String::from_utf8_lossy(&h.raw_value).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn common(response: &ProcessingResponse) -> &CommonResponse {
+        match response.response.as_ref().unwrap() {
+            Response::RequestHeaders(h) | Response::ResponseHeaders(h) => {
+                h.response.as_ref().unwrap()
+            }
+            Response::RequestBody(b) | Response::ResponseBody(b) => b.response.as_ref().unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn new_body(common: &CommonResponse) -> Value {
+        let bytes = match common
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.as_ref())
+        {
+            Some(Mutation::Body(b)) => b,
+            Some(Mutation::StreamedResponse(s)) => &s.body,
+            other => panic!("no body mutation: {other:?}"),
+        };
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn duplex_answers_headers_and_body_together_after_the_body_ends() {
+        let inner = inner(1 << 20);
+        let mut s = StreamState::default();
+        let first = s
+            .handle(
+                headers(
+                    "POST",
+                    "/v1/chat/completions",
+                    false,
+                    BodySendMode::FullDuplexStreamed,
+                ),
+                &inner,
+            )
+            .await;
+        assert!(first.is_empty(), "headers are held until the body ends");
+        let whole = chat("find the integral of x");
+        let (a, b) = whole.split_at(10);
+        assert!(s.handle(body(a, false), &inner).await.is_empty());
+        let out = s.handle(body(b, true), &inner).await;
+        assert_eq!(out.len(), 2);
+        let head = common(&out[0]);
+        assert!(head.clear_route_cache);
+        let set = set_headers(head);
+        assert_eq!(set["x-semantic-router-decision"], "reasoning");
+        assert_eq!(set["x-semantic-router-model"], "large");
+        assert!(set[DESTINATION_HEADER].starts_with("10.0.0."));
+        assert!(
+            out[0]
+                .dynamic_metadata
+                .as_ref()
+                .unwrap()
+                .fields
+                .contains_key("envoy.lb")
+        );
+        let rewritten = new_body(common(&out[1]));
+        assert_eq!(rewritten["model"], "large");
+        assert_eq!(rewritten["chat_template_kwargs"]["enable_thinking"], true);
+        assert_eq!(
+            set["content-length"],
+            serde_json::to_vec(&rewritten).unwrap().len().to_string()
+        );
+    }
+
+    #[tokio::test]
+    async fn buffered_answers_headers_at_once_and_mutates_in_the_body_phase() {
+        let inner = inner(1 << 20);
+        let mut s = StreamState::default();
+        let first = s
+            .handle(
+                headers(
+                    "POST",
+                    "/v1/chat/completions",
+                    false,
+                    BodySendMode::Buffered,
+                ),
+                &inner,
+            )
+            .await;
+        assert_eq!(first.len(), 1);
+        assert!(!common(&first[0]).clear_route_cache);
+        let out = s.handle(body(&chat("hello"), true), &inner).await;
+        assert_eq!(out.len(), 1);
+        let c = common(&out[0]);
+        assert!(c.clear_route_cache);
+        assert_eq!(set_headers(c)["x-semantic-router-model"], "small");
+        assert_eq!(
+            new_body(c)["chat_template_kwargs"]["enable_thinking"],
+            false
+        );
+    }
+
+    #[tokio::test]
+    async fn other_paths_pass_and_duplex_chunks_are_echoed() {
+        let inner = inner(1 << 20);
+        let mut s = StreamState::default();
+        let out = s
+            .handle(
+                headers("GET", "/v1/models", false, BodySendMode::FullDuplexStreamed),
+                &inner,
+            )
+            .await;
+        assert_eq!(out.len(), 1);
+        assert!(set_headers(common(&out[0])).is_empty());
+        let out = s.handle(body(b"abc", true), &inner).await;
+        match common(&out[0])
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.as_ref())
+        {
+            Some(Mutation::StreamedResponse(r)) => {
+                assert_eq!((r.body.as_slice(), r.end_of_stream), (&b"abc"[..], true))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_and_malformed_bodies_are_refused() {
+        let inner = inner(64);
+        let mut s = StreamState::default();
+        s.handle(
+            headers(
+                "POST",
+                "/v1/chat/completions",
+                false,
+                BodySendMode::FullDuplexStreamed,
+            ),
+            &inner,
+        )
+        .await;
+        let out = s.handle(body(&[b' '; 65], false), &inner).await;
+        match out[0].response.as_ref().unwrap() {
+            Response::ImmediateResponse(r) => assert_eq!(r.status.as_ref().unwrap().code, 413),
+            other => panic!("{other:?}"),
+        }
+
+        let inner = self::inner(1 << 20);
+        let mut s = StreamState::default();
+        let out = s
+            .handle(
+                headers(
+                    "POST",
+                    "/v1/completions",
+                    true,
+                    BodySendMode::FullDuplexStreamed,
+                ),
+                &inner,
+            )
+            .await;
+        match out[0].response.as_ref().unwrap() {
+            Response::ImmediateResponse(r) => {
+                assert_eq!(r.status.as_ref().unwrap().code, 400);
+                let error: Value = serde_json::from_slice(&r.body).unwrap();
+                assert_eq!(error["error"]["code"], "invalid_json");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, in any chunking, get exactly one well-formed answer, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512), split in 0usize..512, duplex in proptest::bool::ANY) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let inner = inner(256);
+                let mode = if duplex { BodySendMode::FullDuplexStreamed } else { BodySendMode::Buffered };
+                let mut s = StreamState::default();
+                s.handle(headers("POST", "/v1/chat/completions", false, mode), &inner).await;
+                let (a, b) = bytes.split_at(split.min(bytes.len()));
+                let mut out = Vec::new();
+                if duplex {
+                    out.extend(s.handle(body(a, false), &inner).await);
+                    out.extend(s.handle(body(b, true), &inner).await);
+                } else {
+                    out.extend(s.handle(body(&bytes, true), &inner).await);
+                }
+                let answered = out.iter().any(|r| matches!(r.response, Some(Response::ImmediateResponse(_) | Response::RequestBody(_))));
+                assert!(answered, "{out:?}");
+            });
+        }
+    }
+}
