@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use semantic_router::controller::file_source;
+use semantic_router::controller::kube_source::KubeSource;
+use semantic_router::controller::{file_source, leader};
 use semantic_router::dataplane::admin::AdminState;
 use semantic_router::dataplane::extproc::{ExtProc, Limits};
 use semantic_router::dataplane::metrics::Metrics;
@@ -38,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the router: load routing policy and keep the routing table live.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions for SemanticRoute and ModelPool as YAML.
     Crds,
 }
@@ -46,9 +47,30 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// Directory of SemanticRoute and ModelPool manifests (YAML, searched recursively);
-    /// watched, and the table swapped on every change. No cluster needed.
+    /// watched, and the table swapped on every change. No cluster needed. Without it the
+    /// router watches the Kubernetes API (in-cluster config, or KUBECONFIG / ~/.kube/config).
     #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
+
+    /// Kubernetes mode: watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SR_WATCH_NAMESPACE", conflicts_with = "manifests")]
+    watch_namespace: Option<String>,
+
+    /// Kubernetes mode: the Lease used to elect the one replica that writes status.
+    #[arg(long, default_value = "semantic-router", env = "SR_LEASE_NAME")]
+    lease_name: String,
+
+    /// Kubernetes mode: namespace of the Lease (usually the router's own).
+    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
+    lease_namespace: String,
+
+    /// Kubernetes mode: this replica's identity in the Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Kubernetes mode: write status without electing a leader (a single replica only).
+    #[arg(long, conflicts_with = "manifests")]
+    no_leader_election: bool,
 
     /// Address of the Envoy ext_proc gRPC server (and gRPC health). Use 0.0.0.0 only to
     /// serve Envoy on another host.
@@ -96,17 +118,19 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             init_logging(cli.log_format, &cli.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run(args))
+            runtime.block_on(run(*args))
         }
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.manifests.is_dir(),
-        "--manifests {} is not a directory",
-        args.manifests.display()
-    );
+    if let Some(dir) = &args.manifests {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--manifests {} is not a directory",
+            dir.display()
+        );
+    }
     let extproc_listener = server::bind(args.extproc_listen).await?;
     let admin_listener = server::bind(args.admin_listen).await?;
     tracing::info!(
@@ -136,11 +160,49 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         key,
         client_ca: args.tls_client_ca,
     });
-    let source = {
+    let until_stopped = {
         let mut stopped = stopped.clone();
-        file_source::run(args.manifests, shared.clone(), async move {
+        async move {
             let _ = stopped.wait_for(|s| *s).await;
-        })
+        }
+    };
+    let source: futures::future::BoxFuture<'_, anyhow::Result<()>> = match args.manifests {
+        Some(dir) => {
+            let shared = shared.clone();
+            Box::pin(async move { Ok(file_source::run(dir, shared, until_stopped).await?) })
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no Kubernetes configuration (in-cluster or KUBECONFIG); pass --manifests DIR to run without a cluster")?;
+            let watch_errors = prometheus_client::metrics::counter::Counter::<u64>::default();
+            registry.register(
+                "semantic_router_kube_watch_errors",
+                "Failed Kubernetes watch attempts (retried with backoff; the last table keeps serving)",
+                watch_errors.clone(),
+            );
+            let leader = if args.no_leader_election {
+                watch::channel(true).1
+            } else {
+                leader::elect(
+                    client.clone(),
+                    &args.lease_namespace,
+                    &args.lease_name,
+                    args.identity,
+                )
+                .await?
+            };
+            let source = KubeSource {
+                client,
+                namespace: args.watch_namespace,
+                leader,
+                on_watch_error: Arc::new(move || {
+                    watch_errors.inc();
+                }),
+            };
+            let shared = shared.clone();
+            Box::pin(async move { Ok(source.run(shared, until_stopped).await?) })
+        }
     };
     let extproc = server::serve_extproc(
         extproc_listener,
@@ -165,7 +227,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         stopped,
     );
     tokio::try_join!(
-        async { source.await.map_err(anyhow::Error::from) },
+        source,
         async { extproc.await.map_err(anyhow::Error::from) },
         async { admin.await.map_err(anyhow::Error::from) },
     )?;

@@ -1,6 +1,7 @@
 //! End-to-end tests against real parts (API server, kubectl, Envoy). Install them first with
 //! `make tools` (hack/install-tools.sh).
 
+mod controller;
 mod crds;
 mod dataplane;
 mod support;

@@ -138,17 +138,35 @@ pub struct Router {
 impl Router {
     /// Starts the router on `manifests` with extra flags, and waits until it is ready.
     pub fn start(manifests: &Path, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
+        command
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    /// Starts the router watching the API server of `kubeconfig`, and waits until it is
+    /// ready (its first full sync is done).
+    pub fn start_kube(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
+        command
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,semantic_router=debug")
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
         let extproc = free_addr();
         let admin = free_addr();
         let mut process = Process::spawn(
             "router",
-            Command::new(env!("CARGO_BIN_EXE_semantic-router"))
-                .arg("run")
-                .arg("--manifests")
-                .arg(manifests)
+            command
                 .args(["--extproc-listen", &extproc.to_string()])
-                .args(["--admin-listen", &admin.to_string()])
-                .args(extra),
+                .args(["--admin-listen", &admin.to_string()]),
         );
         let url = format!("http://{admin}/readyz");
         process.wait_for("router", || reqwest::blocking_get_ok(&url));
@@ -157,6 +175,28 @@ impl Router {
             admin,
             process,
         }
+    }
+
+    /// What `POST /v1/explain` says about a chat request for `model` with `prompt`.
+    pub async fn explain(
+        &self,
+        model: &str,
+        prompt: &str,
+        headers: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let mut request = ::reqwest::Client::new()
+            .post(format!("http://{}/v1/explain", self.admin))
+            .body(serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request
+            .send()
+            .await
+            .expect("admin answers")
+            .json()
+            .await
+            .expect("explain is JSON")
     }
 
     /// The admin `/metrics` text.

@@ -1,0 +1,383 @@
+//! The Kubernetes controller against a real API server: resources applied with kubectl drive
+//! the live routing table, and the router writes honest status.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::stack::Router;
+use crate::support::{ApiServer, eventually, install_crds, repo_root};
+
+const POOLS: &str = r#"
+apiVersion: semantic-router.io/v1alpha1
+kind: ModelPool
+metadata: {name: small, namespace: default}
+spec:
+  models: [{name: small-model, reasoningFamily: qwen3}]
+  endpoints: {static: {addresses: ["127.0.0.1:18001"]}}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: ModelPool
+metadata: {name: large, namespace: default}
+spec:
+  models: [{name: large-model, reasoningFamily: qwen3}]
+  endpoints: {service: {name: vllm-large, port: 8000}}
+"#;
+
+const ROUTE: &str = r#"
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {name: auto, namespace: default}
+spec:
+  match: {models: [auto]}
+  signals:
+    keywords: [{name: math, keywords: [integral]}]
+  decisions:
+  - name: reasoning
+    when: {any: [math]}
+    targets: [{pool: large, model: large-model, reasoning: {enabled: true}}]
+  defaultTarget: {pool: small, model: small-model}
+"#;
+
+const SLICE: &str = r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: vllm-large-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: vllm-large}
+addressType: IPv4
+endpoints:
+- addresses: ["10.1.0.7"]
+  conditions: {ready: true}
+- addresses: ["10.1.0.8"]
+  conditions: {ready: false}
+ports: [{port: 8000}]
+"#;
+
+/// An API server with our CRDs and the built-in kinds the controller watches.
+async fn cluster() -> ApiServer {
+    let server = ApiServer::start().await;
+    install_crds(&server.client()).await;
+    let builtin = repo_root().join("tests/e2e/crds/builtin.yaml");
+    server
+        .kubectl_ok(&["apply", "--server-side", "-f", builtin.to_str().unwrap()])
+        .await;
+    server
+        .kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/endpointslices.discovery.k8s.io",
+            "crd/leases.coordination.k8s.io",
+        ])
+        .await;
+    server
+}
+
+/// `kubectl apply --server-side` of a YAML text.
+async fn apply(server: &ApiServer, yaml: &str) {
+    let file = server.dir().join(format!("apply-{}.yaml", rand_suffix()));
+    std::fs::write(&file, yaml).unwrap();
+    server
+        .kubectl_ok(&["apply", "--server-side", "-f", file.to_str().unwrap()])
+        .await;
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn get(server: &ApiServer, what: &str) -> Value {
+    serde_json::from_str(&server.kubectl_ok(&["get", what, "-o", "json"]).await).unwrap()
+}
+
+fn condition<'a>(object: &'a Value, kind: &str) -> &'a Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+fn router(server: &ApiServer) -> Router {
+    Router::start_kube(server.kubeconfig(), &[])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applied_policy_routes_within_a_second_and_follows_updates_and_deletes() {
+    let server = cluster().await;
+    let router = router(&server);
+    let before = router.explain("auto", "what is an integral?", &[]).await;
+    assert!(before["route"].is_null(), "{before}");
+
+    apply(&server, POOLS).await;
+    apply(&server, SLICE).await;
+    let applied = Instant::now();
+    apply(&server, ROUTE).await;
+    eventually("the route in the table", Duration::from_secs(5), || async {
+        router.explain("auto", "what is an integral?", &[]).await["decision"] == "reasoning"
+    })
+    .await;
+    let elapsed = applied.elapsed();
+    let routed = router.explain("auto", "what is an integral?", &[]).await;
+    eprintln!("kubectl apply of the route -> live table: {elapsed:?} (includes kubectl's own run)");
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert_eq!(
+        routed["target"]["destination"], "10.1.0.7:8000",
+        "ready EndpointSlice endpoints only"
+    );
+
+    apply(
+        &server,
+        &ROUTE.replace("keywords: [integral]", "keywords: [derivative]"),
+    )
+    .await;
+    eventually("the update", Duration::from_secs(5), || async {
+        router.explain("auto", "what is an integral?", &[]).await["decision"] == "default"
+    })
+    .await;
+
+    server
+        .kubectl_ok(&["delete", "semanticroute", "auto"])
+        .await;
+    eventually("the delete", Duration::from_secs(5), || async {
+        router.explain("auto", "what is an integral?", &[]).await["route"].is_null()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_is_honest_and_tracks_generation() {
+    let server = cluster().await;
+    let _router = router(&server);
+    apply(&server, POOLS).await;
+    apply(&server, ROUTE).await;
+
+    eventually(
+        "Accepted and ResolvedRefs on the route",
+        Duration::from_secs(10),
+        || async {
+            let route = get(&server, "semanticroute/auto").await;
+            condition(&route, "Accepted")["status"] == "True"
+                && condition(&route, "ResolvedRefs")["status"] == "True"
+                && route["status"]["observedGeneration"] == route["metadata"]["generation"]
+        },
+    )
+    .await;
+    let pool = get(&server, "modelpool/large").await;
+    assert_eq!(condition(&pool, "Ready")["status"], "False", "{pool}");
+    assert_eq!(condition(&pool, "Ready")["reason"], "NoReadyEndpoints");
+
+    apply(&server, SLICE).await;
+    eventually(
+        "the pool Ready with one endpoint",
+        Duration::from_secs(10),
+        || async {
+            let pool = get(&server, "modelpool/large").await;
+            condition(&pool, "Ready")["status"] == "True" && pool["status"]["readyEndpoints"] == 1
+        },
+    )
+    .await;
+
+    apply(
+        &server,
+        &ROUTE.replace(
+            "pool: large, model: large-model",
+            "pool: huge, model: large-model",
+        ),
+    )
+    .await;
+    eventually(
+        "ResolvedRefs=False naming the pool",
+        Duration::from_secs(10),
+        || async {
+            let route = get(&server, "semanticroute/auto").await;
+            let resolved = condition(&route, "ResolvedRefs");
+            resolved["status"] == "False"
+                && resolved["reason"] == "PoolNotFound"
+                && resolved["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("\"huge\""))
+                && route["metadata"]["generation"] == 2
+                && route["status"]["observedGeneration"] == 2
+                && resolved["observedGeneration"] == 2
+        },
+    )
+    .await;
+    let route = get(&server, "semanticroute/auto").await;
+    assert_eq!(
+        condition(&route, "Accepted")["status"],
+        "True",
+        "the default keeps it in force"
+    );
+    assert_eq!(route["status"]["decisions"], 0);
+
+    let lease = get(&server, "lease.coordination.k8s.io/semantic-router").await;
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_used_pool_leaves_the_default_in_force() {
+    let server = cluster().await;
+    let router = router(&server);
+    apply(&server, POOLS).await;
+    apply(&server, SLICE).await;
+    apply(&server, ROUTE).await;
+    eventually(
+        "routing by the decision",
+        Duration::from_secs(10),
+        || async { router.explain("auto", "integral", &[]).await["decision"] == "reasoning" },
+    )
+    .await;
+    server.kubectl_ok(&["delete", "modelpool", "large"]).await;
+    eventually("the default in force", Duration::from_secs(10), || async {
+        let explained = router.explain("auto", "integral", &[]).await;
+        explained["decision"] == "default" && explained["target"]["pool"] == "small"
+    })
+    .await;
+    eventually("ResolvedRefs=False", Duration::from_secs(10), || async {
+        let route = get(&server, "semanticroute/auto").await;
+        condition(&route, "ResolvedRefs")["reason"] == "PoolNotFound"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_table_keeps_serving_while_the_api_server_is_away() {
+    let mut server = cluster().await;
+    let router = router(&server);
+    apply(&server, POOLS).await;
+    apply(&server, SLICE).await;
+    apply(&server, ROUTE).await;
+    eventually(
+        "routing by the decision",
+        Duration::from_secs(10),
+        || async { router.explain("auto", "integral", &[]).await["decision"] == "reasoning" },
+    )
+    .await;
+
+    server.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let explained = router.explain("auto", "integral", &[]).await;
+    assert_eq!(
+        explained["decision"], "reasoning",
+        "still routed by the last table"
+    );
+    eventually("watch errors counted", Duration::from_secs(10), || async {
+        router
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l.starts_with("semantic_router_kube_watch_errors_total") && !l.ends_with(" 0"))
+    })
+    .await;
+
+    server.restart().await;
+    apply(
+        &server,
+        &ROUTE.replace("keywords: [integral]", "keywords: [derivative]"),
+    )
+    .await;
+    eventually(
+        "the change after the API server returned",
+        Duration::from_secs(20),
+        || async { router.explain("auto", "integral", &[]).await["decision"] == "default" },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_resources_are_refused_by_the_api_server() {
+    let server = cluster().await;
+    let file = server.dir().join("bad.yaml");
+    std::fs::write(
+        &file,
+        POOLS.replace(
+            "{static: {addresses: [\"127.0.0.1:18001\"]}}",
+            "{static: {addresses: [\"127.0.0.1:18001\"]}, gateway: {clusterName: x}}",
+        ),
+    )
+    .unwrap();
+    let out = server
+        .kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()])
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exactly one of selector, service, static or gateway"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_applied_with_kubectl_routes_requests_through_envoy() {
+    use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
+    use crate::support::stack::Sim;
+
+    let server = cluster().await;
+    let (small, large) = (Sim::start("small"), Sim::start("large"));
+    let router = router(&server);
+    let envoy = Envoy::start(EnvoyConfig {
+        listen_port: free_port(),
+        admin_port: free_port(),
+        ext_proc_addr: router.extproc,
+        endpoints: vec![small.addr, large.addr],
+        passthrough: small.addr,
+        gateway_clusters: Vec::new(),
+        with_ext_proc: true,
+        buffered: false,
+    });
+    let pools = POOLS
+        .replace("127.0.0.1:18001", &small.addr.to_string())
+        .replace(
+            "{service: {name: vllm-large, port: 8000}}",
+            &format!("{{static: {{addresses: [\"{}\"]}}}}", large.addr),
+        );
+    apply(&server, &pools).await;
+    apply(&server, ROUTE).await;
+
+    let client = reqwest::Client::new();
+    let ask = |prompt: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/v1/chat/completions", envoy.url());
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]}).to_string())
+                .send()
+                .await
+                .expect("envoy answers")
+        }
+    };
+    eventually(
+        "the kubectl-applied route in force",
+        Duration::from_secs(10),
+        || async {
+            ask("solve the integral")
+                .await
+                .headers()
+                .get("x-sim-name")
+                .is_some_and(|v| v == "large")
+        },
+    )
+    .await;
+    let simple = ask("hello").await;
+    assert_eq!(simple.status(), 200);
+    assert_eq!(simple.headers()["x-sim-name"], "small");
+    assert_eq!(simple.headers()["x-semantic-router-model"], "small-model");
+    let received = small.requests().await;
+    let last = received.last().expect("small received the request");
+    assert_eq!(last["body"]["model"], "small-model");
+    assert_eq!(
+        last["body"]["chat_template_kwargs"]["enable_thinking"],
+        false
+    );
+}
