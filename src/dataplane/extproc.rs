@@ -258,6 +258,9 @@ impl StreamState {
     /// The answer that sends a routed request on with its new body and destination.
     fn forward(&self, routed: Routed) -> Vec<ProcessingResponse> {
         let mut headers = decision_headers(&routed);
+        if routed.jailbreak_flagged {
+            headers.push(set_header("x-semantic-router-jailbreak", "flagged"));
+        }
         headers.push(set_header("content-length", routed.body.len().to_string()));
         let metadata = match &routed.destination {
             Destination::Endpoints(_) => {
@@ -452,7 +455,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::picker::PolicyPicker;
-    use crate::dataplane::processor::NoModels;
+    use crate::routing::NoModels;
     use crate::routing::SharedTable;
     use crate::routing::fixtures::{compile_all, math_route, two_pools};
 

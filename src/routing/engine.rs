@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::api::KeywordOperator;
 
 use super::table::{Condition, Decision, Route, RoutingTable, SignalId, SignalKind, Target};
@@ -127,10 +129,13 @@ impl Route {
             .filter_map(|(id, n)| n.then_some(id))
     }
 
-    /// Whether any needed signal takes a model (so the request costs inference time).
+    /// Whether the request needs a model: a needed signal takes one, or the route screens
+    /// for jailbreaks.
     pub fn needs_model(&self) -> bool {
-        self.needed_signals()
-            .any(|id| self.signals[id].kind.needs_model())
+        self.jailbreak.is_some()
+            || self
+                .needed_signals()
+                .any(|id| self.signals[id].kind.needs_model())
     }
 
     /// Computes the needed signals that take no model: keywords over `prompt`, and headers.
@@ -231,4 +236,40 @@ pub fn contains_word(text: &str, needle: &str) -> bool {
         let after = text[start + needle.len()..].chars().next();
         !before.is_some_and(is_word) && !after.is_some_and(is_word)
     })
+}
+
+/// What the models found beyond named signals.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ModelFindings {
+    /// Jailbreak score in 0..1, when the route asks for jailbreak detection and a jailbreak
+    /// model answered in time.
+    pub jailbreak: Option<f32>,
+}
+
+/// Computes what needs a model (example similarity, classifier categories, jailbreak score),
+/// with one encoder pass per request. Signals it cannot compute in time stay unset, and
+/// decisions that read them do not match.
+pub trait ModelSignals: Send + Sync {
+    /// Fills in the model signals `route` needs for `text`, and scores jailbreak when the
+    /// route has a jailbreak policy.
+    fn evaluate<'a>(
+        &'a self,
+        route: &'a Route,
+        text: &'a str,
+        values: &'a mut SignalValues,
+    ) -> BoxFuture<'a, ModelFindings>;
+}
+
+/// Model signals when no model is loaded: none are computed.
+pub struct NoModels;
+
+impl ModelSignals for NoModels {
+    fn evaluate<'a>(
+        &'a self,
+        _: &'a Route,
+        _: &'a str,
+        _: &'a mut SignalValues,
+    ) -> BoxFuture<'a, ModelFindings> {
+        Box::pin(async { ModelFindings::default() })
+    }
 }

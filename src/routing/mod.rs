@@ -10,7 +10,10 @@ mod table;
 
 pub use compile::{Compiled, DEFAULT_NAMESPACE, Resources, compile, object_key};
 pub use diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
-pub use engine::{Headers, SignalValue, SignalValues, Verdict, contains_word, holds};
+pub use engine::{
+    Headers, ModelFindings, ModelSignals, NoModels, SignalValue, SignalValues, Verdict,
+    contains_word, holds,
+};
 pub use table::{
     Condition, Decision, Model, Pool, PoolBackend, Route, RoutingTable, SharedTable, Signal,
     SignalId, SignalKind, Target, reasoning_label,
