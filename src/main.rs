@@ -13,8 +13,9 @@ use semantic_router::dataplane::admin::AdminState;
 use semantic_router::dataplane::extproc::{ExtProc, Limits};
 use semantic_router::dataplane::metrics::Metrics;
 use semantic_router::dataplane::picker::PolicyPicker;
-use semantic_router::dataplane::processor::{NoModels, Processor};
+use semantic_router::dataplane::processor::Processor;
 use semantic_router::dataplane::server::{self, TlsFiles};
+use semantic_router::routing::NoModels;
 use semantic_router::routing::SharedTable;
 use tokio::sync::watch;
 

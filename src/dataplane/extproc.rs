@@ -192,7 +192,9 @@ impl StreamState {
             return vec![refuse(&RequestError::BodyTooLarge { limit }, inner)];
         }
         self.body.extend_from_slice(&message.body);
-        if message.end_of_stream {
+        // In BUFFERED mode the one body message is the whole body, even when trailers follow
+        // (Envoy then sends it with end_of_stream false and waits for the answer).
+        if message.end_of_stream || !self.duplex() {
             self.decide(inner).await
         } else {
             Vec::new()
