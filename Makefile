@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint
+.PHONY: run test tools crds check-crds lint bench
 
-## Run the router on the sample policy in config/samples (no cluster needed).
+## The whole local stack (no cluster needed): three simulated model servers, the router on
+## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
 run:
-	$(CARGO) run --bin semantic-router -- run --manifests config/samples
+	CARGO="$(CARGO)" bash hack/run-local.sh
 
 ## Everything CI runs: install the test tools, then format, lint and all tests.
 test: tools lint
@@ -23,3 +24,8 @@ lint:
 ## Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:
 	$(CARGO) run -q --bin semantic-router -- crds > crds/semantic-router.yaml
+
+## Data-plane benchmark through real Envoy (prints numbers; see benches/hop.rs).
+bench:
+	$(CARGO) build --release --bin semantic-router
+	$(CARGO) bench --bench hop

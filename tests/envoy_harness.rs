@@ -159,6 +159,7 @@ fn sample_values() -> EnvoyConfig {
         passthrough: "127.0.0.1:8001".parse().unwrap(),
         gateway_clusters: vec![],
         with_ext_proc: true,
+        buffered: false,
     }
 }
 
@@ -182,9 +183,10 @@ fn sample_and_rendered_configs_pass_envoy_validation() {
     validate_config_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/envoy.yaml"))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for with_ext_proc in [true, false] {
+    for (with_ext_proc, buffered) in [(true, false), (true, true), (false, false)] {
         let cfg = EnvoyConfig {
             with_ext_proc,
+            buffered,
             gateway_clusters: vec![("llm-d-test".into(), "127.0.0.1:8004".parse().unwrap())],
             endpoints: vec![
                 "127.0.0.1:8001".parse().unwrap(),
@@ -192,12 +194,19 @@ fn sample_and_rendered_configs_pass_envoy_validation() {
             ],
             ..sample_values()
         };
-        let path = dir.path().join(format!("envoy-{with_ext_proc}.yaml"));
+        let path = dir
+            .path()
+            .join(format!("envoy-{with_ext_proc}-{buffered}.yaml"));
         std::fs::write(&path, render_config(&cfg)).unwrap();
         validate_config_file(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.contains("envoy.filters.http.ext_proc"), with_ext_proc);
         assert_eq!(text.contains("early_header_mutation"), with_ext_proc);
+        assert_eq!(text.contains("request_body_mode: BUFFERED"), buffered);
+        assert_eq!(
+            text.contains("request_body_mode: FULL_DUPLEX_STREAMED"),
+            with_ext_proc && !buffered
+        );
     }
 }
 
@@ -220,6 +229,7 @@ async fn routes_by_destination_header_without_ext_proc() {
         passthrough: a,
         gateway_clusters: vec![("llm-d-test".into(), c)],
         with_ext_proc: false,
+        buffered: false,
     });
     let url = envoy.url();
     let dest = |v: String| vec![("x-gateway-destination-endpoint", v)];
@@ -573,6 +583,7 @@ async fn ext_proc_decision_after_body_routes_and_streams() {
         passthrough: a,
         gateway_clusters: vec![("llm-d-test".into(), a)],
         with_ext_proc: true,
+        buffered: false,
     });
     let url = envoy.url();
 

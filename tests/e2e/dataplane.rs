@@ -65,6 +65,7 @@ impl Stack {
             passthrough: small.addr,
             gateway_clusters: Vec::new(),
             with_ext_proc: true,
+            buffered: false,
         });
         Self {
             small,

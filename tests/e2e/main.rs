@@ -1,7 +1,9 @@
 //! End-to-end tests against real parts (API server, kubectl, Envoy). Install them first with
 //! `make tools` (hack/install-tools.sh).
 
+mod buffered;
 mod controller;
 mod crds;
 mod dataplane;
+mod gateway;
 mod support;

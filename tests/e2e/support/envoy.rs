@@ -11,6 +11,7 @@
 //!     passthrough: backend_a,
 //!     gateway_clusters: vec![],
 //!     with_ext_proc: true,
+//!     buffered: false,
 //! });
 //! reqwest::get(format!("{}/health", envoy.url())).await?;
 //! ```
@@ -54,6 +55,14 @@ pub struct EnvoyConfig {
     /// Whether the ext_proc filter (and the stripping of client-sent routing headers) is
     /// in; without it, tests set the router's headers themselves.
     pub with_ext_proc: bool,
+    /// The ext_proc request body mode: false keeps the template's `FULL_DUPLEX_STREAMED`
+    /// (with `request_trailer_mode: SEND`, which that mode requires); true renders
+    /// `request_body_mode: BUFFERED` with `request_trailer_mode: SKIP` (the default), so Envoy
+    /// buffers the whole body, sends it in one message after the headers were answered, and
+    /// applies the router's header and body mutations from the body response.
+    /// `allow_content_length_header: true` stays, so the router's `content-length` for the
+    /// rewritten body is applied. Ignored without `with_ext_proc`.
+    pub buffered: bool,
 }
 
 /// A running Envoy; killed (by pid) when dropped.
@@ -140,7 +149,10 @@ pub fn render_config(cfg: &EnvoyConfig) -> String {
 
     let mut out = String::with_capacity(TEMPLATE.len() + 512);
     let mut skipping = false;
+    // `request_body_mode` and `request_trailer_mode` lines rewritten for `buffered`.
+    let mut mode_lines = 0;
     for line in TEMPLATE.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
         match line.trim() {
             "# ext_proc:begin" => {
                 skipping = !cfg.with_ext_proc;
@@ -151,8 +163,17 @@ pub fn render_config(cfg: &EnvoyConfig) -> String {
                 continue;
             }
             _ if skipping => continue,
+            "request_body_mode: FULL_DUPLEX_STREAMED" if cfg.buffered => {
+                let _ = writeln!(out, "{indent}request_body_mode: BUFFERED");
+                mode_lines += 1;
+                continue;
+            }
+            "request_trailer_mode: SEND" if cfg.buffered => {
+                let _ = writeln!(out, "{indent}request_trailer_mode: SKIP");
+                mode_lines += 1;
+                continue;
+            }
             "${GATEWAY_CLUSTERS}" => {
-                let indent = &line[..line.len() - line.trim_start().len()];
                 for (name, addr) in &cfg.gateway_clusters {
                     let _ = writeln!(
                         out,
@@ -168,6 +189,13 @@ pub fn render_config(cfg: &EnvoyConfig) -> String {
         }
         out.push_str(line);
         out.push('\n');
+    }
+    if cfg.buffered && cfg.with_ext_proc {
+        assert_eq!(
+            mode_lines, 2,
+            "buffered: the template no longer has exactly one `request_body_mode: \
+             FULL_DUPLEX_STREAMED` and one `request_trailer_mode: SEND` line to rewrite"
+        );
     }
     let rendered = out
         .replace("${LISTEN_PORT}", &cfg.listen_port.to_string())
