@@ -117,7 +117,8 @@ async fn applied_policy_routes_within_a_second_and_follows_updates_and_deletes()
     let applied = Instant::now();
     apply(&server, ROUTE).await;
     eventually("the route in the table", Duration::from_secs(5), || async {
-        router.explain("auto", "what is an integral?", &[]).await["decision"] == "reasoning"
+        let explained = router.explain("auto", "what is an integral?", &[]).await;
+        explained["decision"] == "reasoning" && explained["target"].is_object()
     })
     .await;
     let elapsed = applied.elapsed();
