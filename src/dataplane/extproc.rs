@@ -2,16 +2,18 @@
 //! headers phase learned into the body and response phases.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValueOption};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValueOption, Metadata};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
 };
+use envoy_types::pb::google::protobuf::{Value, value::Kind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -19,14 +21,25 @@ use tonic::{Status, Streaming};
 use super::error::RequestError;
 use super::metrics::{ErrorLabels, Metrics, OutcomeLabels, RouteLabels, TokenLabels};
 use super::mutations::{
-    self, DESTINATION_HEADER, header_mutation, immediate, replaced_body, set_header, streamed_body,
+    self, DESTINATION_HEADER, DESTINATION_NAMESPACE, header_mutation, immediate, replaced_body,
+    set_header, streamed_body,
 };
 use super::openai::ApiKind;
-use super::processor::{Destination, Outcome, Processor, RequestView, Routed};
+use super::picker::InFlight;
+use super::processor::{
+    Destination, Outcome, Processor, ProxyHints, RequestView, Routed, ShedReason,
+};
 use super::usage::{SseUsageScanner, Usage, usage_from_json};
 
 /// Largest non-streamed response body read for its usage figures; larger ones are not counted.
 const MAX_USAGE_BODY: usize = 1 << 20;
+
+/// Metadata namespace of the endpoint-picker protocol's subset hint.
+pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
+/// Key of the subset hint (a list of `ip:port`) in [`SUBSET_NAMESPACE`].
+pub const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
+/// Key (in `envoy.lb`) and response header of the endpoint the proxy reports as served.
+pub const SERVED_KEY: &str = "x-gateway-destination-endpoint-served";
 
 /// Limits of the request path.
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +110,11 @@ struct StreamState {
     decided: bool,
     routed: Option<RouteLabels>,
     response: ResponseUsage,
+    /// What the proxy's metadata allows (the subset hint), from the request phase.
+    hints: ProxyHints,
+    /// The routed request's accounting with the endpoint picker; dropped when the response
+    /// ends, or with the stream (no response: a connect failure).
+    in_flight: Option<InFlight>,
 }
 
 impl Default for StreamState {
@@ -110,6 +128,8 @@ impl Default for StreamState {
             decided: false,
             routed: None,
             response: ResponseUsage::default(),
+            hints: ProxyHints::default(),
+            in_flight: None,
         }
     }
 }
@@ -133,6 +153,16 @@ impl StreamState {
         let Some(request) = message.request else {
             return Vec::new();
         };
+        if !self.decided
+            && self.hints.subset.is_none()
+            && let Some(metadata) = &message.metadata_context
+        {
+            self.hints.subset = subset_hint(metadata);
+        }
+        let served = match &request {
+            Request::ResponseHeaders(_) => message.metadata_context.as_ref().and_then(served),
+            _ => None,
+        };
         match request {
             Request::RequestHeaders(h) => self.on_request_headers(h, inner).await,
             Request::RequestBody(b) => self.on_request_body(b, inner).await,
@@ -144,9 +174,12 @@ impl StreamState {
                 out.push(mutations::request_trailers());
                 out
             }
-            Request::ResponseHeaders(h) => self.on_response_headers(h, inner),
+            Request::ResponseHeaders(h) => self.on_response_headers(h, served, inner),
             Request::ResponseBody(b) => self.on_response_body(b, inner),
-            Request::ResponseTrailers(_) => vec![mutations::response_trailers()],
+            Request::ResponseTrailers(_) => {
+                self.in_flight = None;
+                vec![mutations::response_trailers()]
+            }
         }
     }
 
@@ -210,15 +243,19 @@ impl StreamState {
         let started = Instant::now();
         let outcome = inner
             .processor
-            .process(RequestView {
-                kind,
-                headers: &self.headers,
-                body: &self.body,
-            })
+            .process_hinted(
+                RequestView {
+                    kind,
+                    headers: &self.headers,
+                    body: &self.body,
+                },
+                &self.hints,
+            )
             .await;
         let body = std::mem::take(&mut self.body);
         match outcome {
             Outcome::Rejected(error) => vec![refuse(&error, inner)],
+            Outcome::Shed { error, reason } => vec![shed(&error, reason, inner)],
             Outcome::PassThrough => {
                 inner
                     .metrics
@@ -234,7 +271,10 @@ impl StreamState {
                     vec![mutations::request_body(CommonResponse::default())]
                 }
             }
-            Outcome::Routed(routed) => {
+            Outcome::Routed(mut routed) => {
+                if let Some(pick) = routed.pick.take() {
+                    self.in_flight = InFlight::start(inner.processor.picker().clone(), pick);
+                }
                 let labels = RouteLabels {
                     decision: routed.decision.clone(),
                     model: routed.model.clone(),
@@ -252,7 +292,7 @@ impl StreamState {
                     .inc();
                 self.response.stream = routed.stream;
                 self.routed = Some(labels);
-                self.forward(routed)
+                self.forward(*routed)
             }
         }
     }
@@ -300,9 +340,21 @@ impl StreamState {
     fn on_response_headers(
         &mut self,
         message: HttpHeaders,
+        served: Option<SocketAddr>,
         inner: &Inner,
     ) -> Vec<ProcessingResponse> {
         let headers = header_map(message.headers.as_ref());
+        if let Some(in_flight) = &mut self.in_flight {
+            let status = headers
+                .get(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let served = served.or_else(|| headers.get(SERVED_KEY).and_then(|v| first_addr(v)));
+            in_flight.respond(status, served);
+            if message.end_of_stream {
+                self.in_flight = None;
+            }
+        }
         self.response.sse = headers
             .get("content-type")
             .is_some_and(|c| c.starts_with("text/event-stream"));
@@ -322,6 +374,9 @@ impl StreamState {
     }
 
     fn on_response_body(&mut self, message: HttpBody, inner: &Inner) -> Vec<ProcessingResponse> {
+        if message.end_of_stream {
+            self.in_flight = None;
+        }
         if self.routed.is_some() {
             self.response.feed(&message.body);
             if message.end_of_stream {
@@ -405,6 +460,69 @@ fn refuse(error: &RequestError, inner: &Inner) -> ProcessingResponse {
         .get_or_create(&outcome_labels(None, "error"))
         .inc();
     immediate(error)
+}
+
+/// A refusal by policy: the error's response, plus the reason in a header.
+fn shed(error: &RequestError, reason: ShedReason, inner: &Inner) -> ProcessingResponse {
+    let mut response = refuse(error, inner);
+    if let Some(
+        envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response::ImmediateResponse(
+            immediate,
+        ),
+    ) = &mut response.response
+    {
+        immediate
+            .headers
+            .get_or_insert_with(Default::default)
+            .set_headers
+            .push(set_header(ShedReason::HEADER, reason.as_str()));
+    }
+    response
+}
+
+/// The subset hint in the request's metadata: `Some(list)` when the proxy sent one (entries
+/// that are not `ip:port` are left out, so a hint naming nothing usable is empty).
+fn subset_hint(metadata: &Metadata) -> Option<Vec<SocketAddr>> {
+    let value = metadata
+        .filter_metadata
+        .get(SUBSET_NAMESPACE)?
+        .fields
+        .get(SUBSET_KEY)?;
+    let mut out = Vec::new();
+    collect_addrs(value, &mut out);
+    Some(out)
+}
+
+fn collect_addrs(value: &Value, out: &mut Vec<SocketAddr>) {
+    match &value.kind {
+        Some(Kind::StringValue(s)) => out.extend(
+            s.split(',')
+                .filter_map(|a| a.trim().parse::<SocketAddr>().ok()),
+        ),
+        Some(Kind::ListValue(list)) => {
+            for v in &list.values {
+                collect_addrs(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The endpoint the proxy reports as served, in `envoy.lb` metadata.
+fn served(metadata: &Metadata) -> Option<SocketAddr> {
+    let value = metadata
+        .filter_metadata
+        .get(DESTINATION_NAMESPACE)?
+        .fields
+        .get(SERVED_KEY)?;
+    match &value.kind {
+        Some(Kind::StringValue(s)) => first_addr(s),
+        _ => None,
+    }
+}
+
+fn first_addr(list: &str) -> Option<SocketAddr> {
+    list.split(',').next()?.trim().parse().ok()
 }
 
 fn outcome_labels(route: Option<&RouteLabels>, outcome: &'static str) -> OutcomeLabels {
@@ -697,6 +815,215 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn inner_with(picker: Arc<PolicyPicker>) -> Inner {
+        let table = SharedTable::default();
+        table.publish(compile_all(two_pools(), vec![math_route()]).table);
+        Inner {
+            processor: Arc::new(Processor::new(table, picker, Arc::new(NoModels))),
+            metrics: Arc::new(Metrics::new()),
+            limits: Limits {
+                max_body_bytes: 1 << 20,
+            },
+        }
+    }
+
+    fn string(s: &str) -> envoy_types::pb::google::protobuf::Value {
+        envoy_types::pb::google::protobuf::Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        }
+    }
+
+    /// Filter metadata `namespace: {key: value}`.
+    fn metadata(
+        namespace: &str,
+        key: &str,
+        value: envoy_types::pb::google::protobuf::Value,
+    ) -> Metadata {
+        use envoy_types::pb::google::protobuf::Struct;
+        Metadata {
+            filter_metadata: [(
+                namespace.to_owned(),
+                Struct {
+                    fields: [(key.to_owned(), value)].into(),
+                },
+            )]
+            .into(),
+            ..Metadata::default()
+        }
+    }
+
+    fn subset(addrs: &[&str]) -> Metadata {
+        use envoy_types::pb::google::protobuf::ListValue;
+        let list = envoy_types::pb::google::protobuf::Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: addrs.iter().map(|a| string(a)).collect(),
+            })),
+        };
+        metadata(SUBSET_NAMESPACE, SUBSET_KEY, list)
+    }
+
+    /// Sends a duplex math request (pool `large`: 10.0.0.2 and 10.0.0.3) with this request
+    /// metadata; the answers.
+    async fn math(
+        s: &mut StreamState,
+        inner: &Inner,
+        meta: Option<Metadata>,
+    ) -> Vec<ProcessingResponse> {
+        let mut first = headers(
+            "POST",
+            "/v1/chat/completions",
+            false,
+            BodySendMode::FullDuplexStreamed,
+        );
+        first.metadata_context = meta;
+        assert!(s.handle(first, inner).await.is_empty());
+        s.handle(body(&chat("find the integral of x"), true), inner)
+            .await
+    }
+
+    fn response_headers(status: &str, served: Option<&str>) -> ProcessingRequest {
+        ProcessingRequest {
+            request: Some(Request::ResponseHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![HeaderValue {
+                        key: ":status".into(),
+                        raw_value: status.as_bytes().to_vec(),
+                        ..HeaderValue::default()
+                    }],
+                }),
+                end_of_stream: false,
+                ..HttpHeaders::default()
+            })),
+            metadata_context: served
+                .map(|s| metadata(DESTINATION_NAMESPACE, SERVED_KEY, string(s))),
+            ..ProcessingRequest::default()
+        }
+    }
+
+    fn response_end() -> ProcessingRequest {
+        ProcessingRequest {
+            request: Some(Request::ResponseBody(HttpBody {
+                body: b"{}".to_vec(),
+                end_of_stream: true,
+                ..HttpBody::default()
+            })),
+            ..ProcessingRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_subset_hint_in_request_metadata_bounds_the_destination() {
+        let inner = inner_with(Arc::new(PolicyPicker::default()));
+        for _ in 0..4 {
+            let mut s = StreamState::default();
+            let out = math(
+                &mut s,
+                &inner,
+                Some(subset(&["10.0.0.3:8000", "192.0.2.1:80"])),
+            )
+            .await;
+            let set = set_headers(common(&out[0]));
+            assert_eq!(set[DESTINATION_HEADER], "10.0.0.3:8000");
+        }
+        for (hint, reason) in [
+            (subset(&[]), "subset-empty"),
+            (subset(&["not-an-address"]), "subset-empty"),
+            (subset(&["192.0.2.1:80"]), "outside-subset"),
+        ] {
+            let mut s = StreamState::default();
+            let out = math(&mut s, &inner, Some(hint)).await;
+            match out[0].response.as_ref().unwrap() {
+                Response::ImmediateResponse(r) => {
+                    assert_eq!(r.status.as_ref().unwrap().code, 503);
+                    let headers: HashMap<_, _> = r
+                        .headers
+                        .iter()
+                        .flat_map(|m| &m.set_headers)
+                        .filter_map(|h| h.header.as_ref())
+                        .map(|h| {
+                            (
+                                h.key.as_str(),
+                                String::from_utf8_lossy(&h.raw_value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    assert_eq!(headers[ShedReason::HEADER], reason);
+                    assert_eq!(headers["x-semantic-router-error"], "no_ready_endpoint");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Without a hint (or with an unrelated namespace) the whole pool is eligible.
+        let mut s = StreamState::default();
+        let out = math(
+            &mut s,
+            &inner,
+            Some(metadata("other", SUBSET_KEY, string("x"))),
+        )
+        .await;
+        assert!(set_headers(common(&out[0]))[DESTINATION_HEADER].starts_with("10.0.0."));
+    }
+
+    #[tokio::test]
+    async fn load_is_accounted_to_the_served_endpoint_until_the_response_ends() {
+        let picker = Arc::new(PolicyPicker::default());
+        let inner = inner_with(picker.clone());
+        let settings = crate::api::EndpointPicking::default();
+        let in_flight = |ip: [u8; 4]| {
+            picker
+                .view(SocketAddr::from((ip, 8000)), &settings)
+                .map_or(0, |v| v.in_flight)
+        };
+        let mut s = StreamState::default();
+        let out = math(&mut s, &inner, None).await;
+        let list = set_headers(common(&out[0]))[DESTINATION_HEADER].clone();
+        let listed: Vec<SocketAddr> = list.split(',').map(|a| a.parse().unwrap()).collect();
+        assert_eq!(listed.len(), 2, "one fallback by default");
+        let ip = |a: SocketAddr| match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets(),
+            _ => unreachable!(),
+        };
+        assert_eq!((in_flight(ip(listed[0])), in_flight(ip(listed[1]))), (1, 0));
+        // Envoy retried on the fallback, which answered.
+        s.handle(
+            response_headers("200", Some(&listed[1].to_string())),
+            &inner,
+        )
+        .await;
+        assert_eq!((in_flight(ip(listed[0])), in_flight(ip(listed[1]))), (0, 1));
+        s.handle(response_end(), &inner).await;
+        assert_eq!(in_flight(ip(listed[1])), 0);
+        drop(s);
+        assert_eq!(in_flight(ip(listed[1])), 0, "finished once");
+    }
+
+    #[tokio::test]
+    async fn streams_that_end_without_a_response_eject_the_endpoint() {
+        let picker = Arc::new(PolicyPicker::default());
+        let inner = inner_with(picker.clone());
+        let settings = crate::api::EndpointPicking::default();
+        let mut first = None;
+        for _ in 0..settings.health.consecutive_failures {
+            let mut s = StreamState::default();
+            let out = math(&mut s, &inner, Some(subset(&["10.0.0.2:8000"]))).await;
+            first.get_or_insert(set_headers(common(&out[0]))[DESTINATION_HEADER].clone());
+            // Envoy closes the stream: no response headers ever came.
+        }
+        assert_eq!(first.as_deref(), Some("10.0.0.2:8000"));
+        let view = picker
+            .view(SocketAddr::from(([10, 0, 0, 2], 8000)), &settings)
+            .unwrap();
+        assert!(view.ejected);
+        assert_eq!(view.in_flight, 0);
+        let mut s = StreamState::default();
+        let out = math(&mut s, &inner, None).await;
+        assert_eq!(
+            set_headers(common(&out[0]))[DESTINATION_HEADER],
+            "10.0.0.3:8000",
+            "the ejected endpoint is skipped, also as a fallback"
+        );
     }
 
     proptest::proptest! {

@@ -10,4 +10,5 @@ pub mod openai;
 pub mod picker;
 pub mod processor;
 pub mod server;
+pub mod signals;
 pub mod usage;

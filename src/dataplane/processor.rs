@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::api::JailbreakAction;
 use crate::routing::{
@@ -16,7 +17,7 @@ use crate::routing::{
 
 use super::error::RequestError;
 use super::openai::{ApiKind, InferenceRequest};
-use super::picker::EndpointPicker;
+use super::picker::{EndpointPicker, Pick, PickRequest, Unavailable};
 
 /// Where Envoy sends a routed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub struct Routed {
     pub stream: bool,
     /// The route flags (rather than blocks) jailbreaks and this prompt scored as one.
     pub jailbreak_flagged: bool,
+    /// The endpoints picked, for accounting once the request is sent; `None` for a cluster.
+    pub pick: Option<Pick>,
 }
 
 /// The outcome for one request.
@@ -69,9 +72,49 @@ pub enum Outcome {
     /// No route governs it: send it on untouched.
     PassThrough,
     /// Routed: send the rewritten body to the destination.
-    Routed(Routed),
+    Routed(Box<Routed>),
     /// Answer the client with this error.
     Rejected(RequestError),
+    /// Shed by policy: answer with this error and say why in `x-semantic-router-shed-reason`.
+    Shed {
+        /// What the client gets.
+        error: RequestError,
+        /// Why.
+        reason: ShedReason,
+    },
+}
+
+/// Why the router refused a request that had a route, by its endpoint-picking policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShedReason {
+    /// Every endpoint of every pool the request may go to is past its queue depth (429).
+    Saturated,
+    /// The proxy's subset hint lists no endpoint (503).
+    SubsetEmpty,
+    /// No endpoint of the pools the request may go to is in the proxy's subset hint (503).
+    OutsideSubset,
+}
+
+impl ShedReason {
+    /// The header that carries the reason.
+    pub const HEADER: &'static str = "x-semantic-router-shed-reason";
+
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedReason::Saturated => "saturated",
+            ShedReason::SubsetEmpty => "subset-empty",
+            ShedReason::OutsideSubset => "outside-subset",
+        }
+    }
+}
+
+/// What the proxy tells the router about a request beyond its headers and body.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyHints {
+    /// The endpoint-picker protocol's subset hint: pick only among these endpoints.
+    /// `Some(empty)` means the proxy allows none.
+    pub subset: Option<Vec<SocketAddr>>,
 }
 
 /// The request as the processor sees it.
@@ -143,7 +186,28 @@ struct Decided {
     jailbreak: Option<f32>,
     flagged: bool,
     decision: Option<usize>,
-    chosen: Result<(Target, Destination), RequestError>,
+    chosen: Result<Chosen, Refusal>,
+}
+
+/// The target a request goes to and where.
+struct Chosen {
+    target: Target,
+    destination: Destination,
+    pick: Option<Pick>,
+}
+
+/// Why a decided request is not sent on.
+enum Refusal {
+    Error(RequestError),
+    Shed(RequestError, ShedReason),
+}
+
+impl Refusal {
+    fn error(&self) -> &RequestError {
+        match self {
+            Refusal::Error(e) | Refusal::Shed(e, _) => e,
+        }
+    }
 }
 
 impl Processor {
@@ -165,25 +229,40 @@ impl Processor {
         &self.table
     }
 
+    /// The endpoint picker, which the data plane tells how sent requests went.
+    pub fn picker(&self) -> &Arc<dyn EndpointPicker> {
+        &self.picker
+    }
+
     /// Decides what happens to one request.
     pub async fn process(&self, request: RequestView<'_>) -> Outcome {
+        self.process_hinted(request, &ProxyHints::default()).await
+    }
+
+    /// Decides what happens to one request, within what the proxy allows.
+    pub async fn process_hinted(&self, request: RequestView<'_>, hints: &ProxyHints) -> Outcome {
         let mut parsed = match InferenceRequest::parse(request.kind, request.body) {
             Ok(parsed) => parsed,
             Err(e) => return Outcome::Rejected(e),
         };
-        let Some(decided) = self.decide(&parsed, request.headers).await else {
+        let Some(decided) = self.decide(&parsed, request.headers, hints).await else {
             return Outcome::PassThrough;
         };
-        let (target, destination) = match decided.chosen {
+        let Chosen {
+            target,
+            destination,
+            pick,
+        } = match decided.chosen {
             Ok(chosen) => chosen,
-            Err(e) => return Outcome::Rejected(e),
+            Err(Refusal::Error(e)) => return Outcome::Rejected(e),
+            Err(Refusal::Shed(error, reason)) => return Outcome::Shed { error, reason },
         };
         parsed.rewrite(
             &target.model.name,
             target.model.reasoning_family,
             &target.reasoning,
         );
-        Outcome::Routed(Routed {
+        Outcome::Routed(Box::new(Routed {
             body: parsed.to_bytes(),
             decision: decision_name(&decided.route, decided.decision).to_owned(),
             model: target.model.name.clone(),
@@ -192,7 +271,8 @@ impl Processor {
             destination,
             stream: parsed.stream(),
             jailbreak_flagged: decided.flagged,
-        })
+            pick,
+        }))
     }
 
     /// Explains the decision for a request without sending it anywhere.
@@ -213,7 +293,10 @@ impl Processor {
                 return explanation;
             }
         };
-        let Some(decided) = self.decide(&parsed, request.headers).await else {
+        let Some(decided) = self
+            .decide(&parsed, request.headers, &ProxyHints::default())
+            .await
+        else {
             return explanation;
         };
         let route = &decided.route;
@@ -241,7 +324,11 @@ impl Processor {
             })
             .collect();
         match decided.chosen {
-            Ok((target, destination)) => {
+            Ok(Chosen {
+                target,
+                destination,
+                ..
+            }) => {
                 explanation.target = Some(ExplainedTarget {
                     pool: target.pool.key.name.clone(),
                     model: target.model.name.clone(),
@@ -254,7 +341,7 @@ impl Processor {
                     }),
                 })
             }
-            Err(e) => explanation.error = Some(e.to_string()),
+            Err(refusal) => explanation.error = Some(refusal.error().to_string()),
         }
         explanation
     }
@@ -264,6 +351,7 @@ impl Processor {
         &self,
         parsed: &InferenceRequest,
         headers: &HashMap<String, String>,
+        hints: &ProxyHints,
     ) -> Option<Decided> {
         let table = self.table.load()?;
         let route = table.governing_route(parsed.model(), headers)?.clone();
@@ -285,14 +373,19 @@ impl Processor {
             .decision
             .and_then(|d| route.decisions.iter().position(|x| std::ptr::eq(x, d)));
         let chosen = if caught == Some(JailbreakAction::Block) {
-            Err(RequestError::Blocked)
+            Err(Refusal::Error(RequestError::Blocked))
         } else {
-            std::iter::once(verdict.target)
-                .chain(verdict.fallbacks)
-                .find_map(|t| self.destination(t).map(|d| (t.clone(), d)))
-                .ok_or_else(|| RequestError::NoReadyEndpoint {
-                    pool: verdict.target.pool.key.name.clone(),
-                })
+            let prompt = prompt_pieces(parsed);
+            let request = PickRequest {
+                model: "",
+                prompt: &prompt,
+                headers: Some(headers),
+                subset: hints.subset.as_deref(),
+            };
+            self.choose(
+                std::iter::once(verdict.target).chain(verdict.fallbacks),
+                &request,
+            )
         };
         Some(Decided {
             jailbreak: findings.jailbreak,
@@ -304,15 +397,116 @@ impl Processor {
         })
     }
 
-    fn destination(&self, target: &Target) -> Option<Destination> {
-        match &target.pool.backend {
-            PoolBackend::Gateway { cluster } => Some(Destination::Cluster(cluster.clone())),
-            PoolBackend::Endpoints(_) => {
-                let picked = self.picker.pick(&target.pool);
-                (!picked.is_empty()).then_some(Destination::Endpoints(picked))
+    /// The first target, in order, whose pool can take the request, and its endpoints.
+    /// When none can: 429 if some pool was saturated, 503 otherwise (saying why when the
+    /// proxy's subset hint left no endpoint).
+    fn choose<'t>(
+        &self,
+        targets: impl Iterator<Item = &'t Target>,
+        request: &PickRequest<'_>,
+    ) -> Result<Chosen, Refusal> {
+        if request.subset.is_some_and(<[SocketAddr]>::is_empty) {
+            return Err(Refusal::Shed(
+                RequestError::NoReadyEndpoint {
+                    pool: "(none: the proxy's subset hint is empty)".to_owned(),
+                },
+                ShedReason::SubsetEmpty,
+            ));
+        }
+        let mut first_pool = None;
+        let mut saturated: Vec<(String, u32)> = Vec::new();
+        let mut outside_subset = false;
+        for target in targets {
+            first_pool.get_or_insert_with(|| target.pool.key.name.clone());
+            let picked = match &target.pool.backend {
+                PoolBackend::Gateway { cluster } => {
+                    Ok((Destination::Cluster(cluster.clone()), None))
+                }
+                PoolBackend::Endpoints(_) => {
+                    let request = PickRequest {
+                        model: &target.model.name,
+                        ..*request
+                    };
+                    self.picker
+                        .pick(&target.pool, &request)
+                        .map(|pick| (Destination::Endpoints(pick.endpoints.clone()), Some(pick)))
+                }
+            };
+            match picked {
+                Ok((destination, pick)) => {
+                    return Ok(Chosen {
+                        target: target.clone(),
+                        destination,
+                        pick,
+                    });
+                }
+                Err(Unavailable::NoEndpoint) => {}
+                Err(Unavailable::OutsideSubset) => outside_subset = true,
+                Err(Unavailable::Saturated { max_queue_depth }) => {
+                    saturated.push((target.pool.key.name.clone(), max_queue_depth));
+                }
             }
         }
+        let pool = first_pool.unwrap_or_default();
+        if !saturated.is_empty() {
+            let pools: Vec<String> = saturated
+                .iter()
+                .map(|(pool, depth)| format!("{pool} (queue depth {depth})"))
+                .collect();
+            return Err(Refusal::Shed(
+                RequestError::Overloaded {
+                    reason: format!(
+                        "every endpoint of pool {} is at its queue limit",
+                        pools.join(", ")
+                    ),
+                },
+                ShedReason::Saturated,
+            ));
+        }
+        if outside_subset {
+            return Err(Refusal::Shed(
+                RequestError::NoReadyEndpoint { pool },
+                ShedReason::OutsideSubset,
+            ));
+        }
+        Err(Refusal::Error(RequestError::NoReadyEndpoint { pool }))
     }
+}
+
+/// The prompt as the model server reads it, in pieces: each message's role and text parts in
+/// order for a chat, the prompt for a completion. Borrowed from the body; nothing is copied.
+fn prompt_pieces(parsed: &InferenceRequest) -> Vec<&str> {
+    let body = parsed.as_json();
+    let mut pieces = Vec::new();
+    match parsed.kind() {
+        ApiKind::Chat => {
+            for message in body
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(role) = message.get("role").and_then(Value::as_str) {
+                    pieces.push(role);
+                }
+                match message.get("content") {
+                    Some(Value::String(text)) => pieces.push(text),
+                    Some(Value::Array(parts)) => pieces.extend(
+                        parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str)),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        ApiKind::Completions => match body.get("prompt") {
+            Some(Value::String(text)) => pieces.push(text),
+            Some(Value::Array(items)) => pieces.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        },
+    }
+    pieces
 }
 
 fn decision_name(route: &Route, decision: Option<usize>) -> &str {
@@ -350,7 +544,7 @@ mod tests {
     use super::*;
     use crate::dataplane::picker::PolicyPicker;
     use crate::routing::fixtures::{compile_all, route, two_pools};
-    use crate::routing::{SignalValue, SignalValues};
+    use crate::routing::{NoModels, SignalValue, SignalValues};
 
     /// Scores every prompt as a jailbreak with `score` and marks every example signal as held.
     struct Fixed(f32);
@@ -421,6 +615,155 @@ mod tests {
             Outcome::Routed(r) => assert!(r.jailbreak_flagged),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Pool `big` (two endpoints) falls back to pool `spare` (one); both saturate at 2.
+    fn saturating() -> (Processor, Arc<PolicyPicker>) {
+        use crate::routing::fixtures::pool;
+        let pools = vec![
+            pool(
+                "big",
+                "models: [{name: big}]\nendpoints: {static: {addresses: [\"10.0.0.1:8000\", \"10.0.0.2:8000\"]}}\nendpointPicking: {maxQueueDepth: 2}",
+            ),
+            pool(
+                "spare",
+                "models: [{name: spare}]\nendpoints: {static: {addresses: [\"10.0.0.3:8000\"]}}\nendpointPicking: {maxQueueDepth: 2}",
+            ),
+        ];
+        let r = route(
+            "auto",
+            "match: {models: [auto]}\nsignals: {keywords: [{name: hi, keywords: [hello]}]}\ndecisions:\n- {name: d, when: {any: [hi]}, targets: [{pool: big, model: big}], fallbackTargets: [{pool: spare, model: spare}]}\ndefaultTarget: {pool: big, model: big}",
+        );
+        let table = SharedTable::default();
+        let compiled = compile_all(pools, vec![r]);
+        assert_eq!(compiled.errors().count(), 0, "{:?}", compiled.diagnostics);
+        table.publish(compiled.table);
+        let picker = Arc::new(PolicyPicker::default());
+        (
+            Processor::new(table, picker.clone(), Arc::new(NoModels)),
+            picker,
+        )
+    }
+
+    async fn hello(p: &Processor, subset: Option<Vec<SocketAddr>>) -> Outcome {
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":"hello there"}]}"#;
+        p.process_hinted(
+            RequestView {
+                kind: ApiKind::Chat,
+                headers: &HashMap::new(),
+                body,
+            },
+            &ProxyHints { subset },
+        )
+        .await
+    }
+
+    fn queue(picker: &PolicyPicker, ip: [u8; 4], waiting: u32) {
+        picker.set_figures(
+            SocketAddr::from((ip, 8000)),
+            crate::dataplane::picker::Figures {
+                waiting,
+                ..Default::default()
+            },
+            60_000,
+        );
+    }
+
+    #[tokio::test]
+    async fn saturated_pools_fall_back_then_shed_with_429() {
+        let (p, picker) = saturating();
+        match hello(&p, None).await {
+            Outcome::Routed(r) => {
+                assert_eq!(r.pool, "big");
+                let pick = r.pick.expect("endpoints come with a pick");
+                assert_eq!(pick.endpoints.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        queue(&picker, [10, 0, 0, 1], 2);
+        queue(&picker, [10, 0, 0, 2], 7);
+        match hello(&p, None).await {
+            Outcome::Routed(r) => assert_eq!(r.pool, "spare", "the fallback target has room"),
+            other => panic!("{other:?}"),
+        }
+        queue(&picker, [10, 0, 0, 3], 3);
+        match hello(&p, None).await {
+            Outcome::Shed { error, reason } => {
+                assert_eq!(reason, ShedReason::Saturated);
+                assert_eq!((error.status(), error.code()), (429, "overloaded"));
+                let message = error.to_string();
+                assert!(message.contains("big (queue depth 2)"), "{message}");
+                assert!(message.contains("spare (queue depth 2)"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_subset_hint_limits_every_target_and_an_empty_one_is_refused() {
+        let (p, _) = saturating();
+        let spare = SocketAddr::from(([10, 0, 0, 3], 8000));
+        match hello(&p, Some(vec![spare])).await {
+            Outcome::Routed(r) => {
+                assert_eq!(r.pool, "spare");
+                assert_eq!(r.destination, Destination::Endpoints(vec![spare]));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (subset, expected) in [
+            (vec![], ShedReason::SubsetEmpty),
+            (
+                vec![SocketAddr::from(([10, 9, 9, 9], 1))],
+                ShedReason::OutsideSubset,
+            ),
+        ] {
+            match hello(&p, Some(subset)).await {
+                Outcome::Shed { error, reason } => {
+                    assert_eq!(reason, expected);
+                    assert_eq!(error.status(), 503);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn deciding_and_explaining_account_nothing() {
+        let (p, picker) = saturating();
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":"hello"}]}"#;
+        let headers = HashMap::new();
+        let view = || RequestView {
+            kind: ApiKind::Chat,
+            headers: &headers,
+            body,
+        };
+        let explained = p.explain(view()).await;
+        assert_eq!(explained.target.unwrap().pool, "big");
+        let _ = p.process(view()).await;
+        let settings = crate::api::EndpointPicking::default();
+        for ip in [[10, 0, 0, 1], [10, 0, 0, 2]] {
+            let v = picker
+                .view(SocketAddr::from((ip, 8000)), &settings)
+                .unwrap();
+            assert_eq!(v.in_flight, 0);
+        }
+    }
+
+    #[test]
+    fn prompt_pieces_are_every_role_and_text_in_order() {
+        let chat = InferenceRequest::parse(
+            ApiKind::Chat,
+            br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            prompt_pieces(&chat),
+            ["system", "be brief", "user", "a", "b", "assistant"]
+        );
+        let completion =
+            InferenceRequest::parse(ApiKind::Completions, br#"{"model":"m","prompt":["x","y"]}"#)
+                .unwrap();
+        assert_eq!(prompt_pieces(&completion), ["x", "y"]);
     }
 
     #[tokio::test]

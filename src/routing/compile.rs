@@ -203,8 +203,8 @@ fn compile_pool(
         key,
         models,
         backend,
-        picking: spec.endpoint_picking.policy,
-        fallbacks: spec.endpoint_picking.fallbacks,
+        picking: spec.endpoint_picking.clone(),
+        metrics: spec.metrics.clone(),
         labels: spec.labels.clone(),
     }
 }

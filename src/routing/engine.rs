@@ -195,22 +195,46 @@ impl Route {
     }
 }
 
-/// Evaluates a condition; `None` when a signal it reads is unavailable.
+/// Evaluates a condition in three-valued logic, so an unavailable signal (`None`) matters
+/// only when the known ones do not settle the answer: `any` holds once one signal holds,
+/// `all` fails once one fails, whatever the rest. `None` when the answer depends on an
+/// unavailable signal; such a decision does not match.
 pub fn holds(when: &Condition, signals: &SignalValues) -> Option<bool> {
     let value = |id: &SignalId| signals.get(*id).map(|v| v.matched);
-    let mut all = true;
-    for id in &when.all {
-        all &= value(id)?;
+    let all = and(when.all.iter().map(value));
+    let any = if when.any.is_empty() {
+        Some(true)
+    } else {
+        or(when.any.iter().map(value))
+    };
+    let none = or(when.not.iter().map(value)).map(|held| !held);
+    and([all, any, none].into_iter())
+}
+
+/// Kleene AND: false wins, then unknown, then true.
+fn and(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let mut unknown = false;
+    for v in values {
+        match v {
+            Some(false) => return Some(false),
+            None => unknown = true,
+            Some(true) => {}
+        }
     }
-    let mut any = when.any.is_empty();
-    for id in &when.any {
-        any |= value(id)?;
+    (!unknown).then_some(true)
+}
+
+/// Kleene OR: true wins, then unknown, then false.
+fn or(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let mut unknown = false;
+    for v in values {
+        match v {
+            Some(true) => return Some(true),
+            None => unknown = true,
+            Some(false) => {}
+        }
     }
-    let mut none = true;
-    for id in &when.not {
-        none &= !value(id)?;
-    }
-    Some(all && any && none)
+    (!unknown).then_some(false)
 }
 
 /// The target whose cumulative-weight interval holds `draw mod total`.

@@ -9,7 +9,8 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::api::{
-    CachePolicy, JailbreakPolicy, KeywordOperator, PickPolicy, Reasoning, ReasoningFamily,
+    CachePolicy, EndpointPicking, JailbreakPolicy, KeywordOperator, MetricsScrape, Reasoning,
+    ReasoningFamily,
 };
 
 use super::ObjectKey;
@@ -34,10 +35,11 @@ pub struct Pool {
     pub models: BTreeMap<String, Model>,
     /// How requests reach the pool.
     pub backend: PoolBackend,
-    /// Endpoint-picking policy.
-    pub picking: PickPolicy,
-    /// How many fallback endpoints follow the chosen one.
-    pub fallbacks: u8,
+    /// Endpoint-picking policy and its parameters (fallbacks, load weights, affinity,
+    /// health, saturation).
+    pub picking: EndpointPicking,
+    /// Scraping of the endpoints' model-server metrics, for load-aware picking.
+    pub metrics: Option<MetricsScrape>,
     /// Free-form attributes (accelerator, cluster).
     pub labels: BTreeMap<String, String>,
 }

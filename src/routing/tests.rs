@@ -349,6 +349,34 @@ defaultTarget: {pool: small, model: small}"#,
 }
 
 #[test]
+fn known_signals_settle_a_condition_despite_unavailable_ones() {
+    let when = Condition {
+        all: vec![],
+        any: vec![0, 1],
+        not: vec![2],
+    };
+    let v = |values: &[Option<bool>]| {
+        SignalValues(values.iter().map(|v| v.map(SignalValue::flag)).collect())
+    };
+    assert_eq!(
+        holds(&when, &v(&[None, Some(true), Some(false)])),
+        Some(true)
+    );
+    assert_eq!(holds(&when, &v(&[None, Some(false), Some(false)])), None);
+    assert_eq!(
+        holds(&when, &v(&[Some(true), None, Some(true)])),
+        Some(false)
+    );
+    assert_eq!(holds(&when, &v(&[Some(true), None, None])), None);
+    let all = Condition {
+        all: vec![0, 1],
+        ..Condition::default()
+    };
+    assert_eq!(holds(&all, &v(&[Some(false), None])), Some(false));
+    assert_eq!(holds(&all, &v(&[Some(true), None])), None);
+}
+
+#[test]
 fn all_any_not_combine() {
     let r = route(
         "auto",

@@ -12,14 +12,14 @@ use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
 use crate::support::stack::{Router, Sim};
 
 /// Three simulated pools, the router on a policy naming them, and Envoy in front.
-struct Stack {
-    small: Sim,
-    large: Sim,
-    a100: Sim,
-    manifests: tempfile::TempDir,
-    router: Router,
-    envoy: Envoy,
-    client: reqwest::Client,
+pub(crate) struct Stack {
+    pub(crate) small: Sim,
+    pub(crate) large: Sim,
+    pub(crate) a100: Sim,
+    pub(crate) manifests: tempfile::TempDir,
+    pub(crate) router: Router,
+    pub(crate) envoy: Envoy,
+    pub(crate) client: reqwest::Client,
 }
 
 fn write_policy(dir: &Path, small: &Sim, large: &Sim, a100: &Sim) {
@@ -52,7 +52,7 @@ spec:
 }
 
 impl Stack {
-    fn start(router_flags: &[&str]) -> Self {
+    pub(crate) fn start(router_flags: &[&str]) -> Self {
         let (small, large, a100) = (Sim::start("small"), Sim::start("large"), Sim::start("a100"));
         let manifests = tempfile::tempdir().unwrap();
         write_policy(manifests.path(), &small, &large, &a100);
@@ -78,7 +78,7 @@ impl Stack {
         }
     }
 
-    async fn chat(&self, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn chat(&self, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut request = self
             .client
             .post(format!("{}/v1/chat/completions", self.envoy.url()))
@@ -101,12 +101,12 @@ impl Stack {
     }
 }
 
-fn ask(model: &str, prompt: &str) -> Value {
+pub(crate) fn ask(model: &str, prompt: &str) -> Value {
     json!({"model": model, "temperature": 0.2, "user": "u-42",
            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}]})
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+pub(crate) fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
     response
         .headers()
         .get(name)

@@ -6,4 +6,6 @@ mod controller;
 mod crds;
 mod dataplane;
 mod gateway;
+mod picking;
+mod semantic;
 mod support;

@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -74,6 +75,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let app = app::router(Sim::new(args));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // As uvicorn does for vLLM: no Nagle delay on answers written in several pieces.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let mut server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -86,23 +86,51 @@ pub struct Sim {
     pub process: Process,
 }
 
+/// How [`Sim::start_with`] starts a simulator.
+#[derive(Clone, Debug, Default)]
+pub struct SimOptions {
+    /// Listen here instead of on a fresh free port (e.g. to restart a stopped simulator).
+    pub listen: Option<SocketAddr>,
+    /// Extra `vllm-sim` flags (`--queue-latency-ms 5`, ...). Without `--itl-ms`, 2 ms.
+    pub args: Vec<String>,
+}
+
 impl Sim {
     /// Starts a simulator named `name` serving any model.
     pub fn start(name: &str) -> Self {
-        let addr = free_addr();
-        let mut process = Process::spawn(
-            name,
-            Command::new(env!("CARGO_BIN_EXE_vllm-sim")).args([
-                "--name",
-                name,
-                "--listen",
-                &addr.to_string(),
-                "--itl-ms",
-                "2",
-            ]),
-        );
+        Self::start_with(name, SimOptions::default())
+    }
+
+    /// Starts a simulator named `name` serving any model, with `options`.
+    pub fn start_with(name: &str, options: SimOptions) -> Self {
+        let addr = options.listen.unwrap_or_else(free_addr);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vllm-sim"));
+        command.args(["--name", name, "--listen", &addr.to_string()]);
+        if !options.args.iter().any(|a| a == "--itl-ms") {
+            command.args(["--itl-ms", "2"]);
+        }
+        command.args(&options.args);
+        let mut process = Process::spawn(name, &mut command);
         process.wait_for(name, || accepts(addr));
         Self { addr, process }
+    }
+
+    /// Sets the load figures its `/metrics` adds to the live ones (`POST /sim/load`).
+    pub async fn set_load(&self, running: u64, waiting: u64, kv_cache_usage: f64) {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/sim/load", self.addr))
+            .body(
+                serde_json::json!({"running": running, "waiting": waiting, "kv_cache_usage": kv_cache_usage})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("sim answers");
+        assert!(
+            response.status().is_success(),
+            "POST /sim/load: {}",
+            response.status()
+        );
     }
 
     /// Requests it received, newest last.

@@ -1,0 +1,109 @@
+//! Prometheus metrics of the classifier service.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Why a request was not run on the model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `overloaded` (queue full) or `deadline_exceeded`.
+    pub reason: &'static str,
+}
+
+/// Outcome of a cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+/// Every metric the classifier records; clones share the same series.
+#[derive(Clone)]
+pub struct ClassifierMetrics {
+    /// Duration of one batched forward pass (encode, pool, normalise, checkpoint head), in
+    /// seconds; tokenization is not included.
+    pub inference_seconds: Histogram,
+    /// Texts per forward pass.
+    pub batch_size: Histogram,
+    /// Requests waiting in the queue.
+    pub queue_depth: Gauge,
+    /// Requests not run on the model, by reason.
+    pub shed: Family<ShedLabels, Counter>,
+    /// Embedding cache lookups, by result.
+    pub cache: Family<CacheLabels, Counter>,
+    /// Texts run through the encoder.
+    pub encoded: Counter,
+    /// Queued requests dropped because their caller had gone.
+    pub abandoned: Counter,
+}
+
+impl Default for ClassifierMetrics {
+    fn default() -> Self {
+        Self {
+            // 0.5 ms .. ~8 s
+            inference_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 15)),
+            // 1 .. 128
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            queue_depth: Gauge::default(),
+            shed: Family::default(),
+            cache: Family::default(),
+            encoded: Counter::default(),
+            abandoned: Counter::default(),
+        }
+    }
+}
+
+impl ClassifierMetrics {
+    /// Registers every metric under the `semantic_router_classifier` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("semantic_router_classifier");
+        r.register(
+            "inference_duration_seconds",
+            "Duration of one batched encoder forward pass",
+            self.inference_seconds.clone(),
+        );
+        r.register(
+            "batch_size",
+            "Texts per encoder forward pass",
+            self.batch_size.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Requests waiting for the encoder",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "shed",
+            "Requests not run on the encoder (queue full or deadline passed), by reason",
+            self.shed.clone(),
+        );
+        r.register(
+            "cache_lookups",
+            "Embedding cache lookups, by result",
+            self.cache.clone(),
+        );
+        r.register(
+            "encoded_texts",
+            "Texts run through the encoder",
+            self.encoded.clone(),
+        );
+        r.register(
+            "abandoned",
+            "Queued requests skipped because their caller had gone",
+            self.abandoned.clone(),
+        );
+    }
+
+    pub(crate) fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ShedLabels { reason }).inc();
+    }
+
+    pub(crate) fn cache_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache.get_or_create(&CacheLabels { result }).inc();
+    }
+}

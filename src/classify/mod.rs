@@ -1,0 +1,42 @@
+//! The router's models: BERT-family encoders run with Candle, classification heads over their
+//! embeddings, and the batching service the data plane calls.
+//!
+//! A leaf module: it knows nothing of gRPC, Envoy or Kubernetes. The flow is
+//! [`Encoder::load`] (once, at start) → [`ClassifierService::start`] (worker threads, queue,
+//! cache) → [`ClassifierService::analyze`] per request, which yields the embedding and every
+//! requested head's probabilities from one encoder pass.
+//!
+//! - [`encoder`]: load a model folder (BERT/MiniLM, ModernBERT, DeBERTa-v2), tokenize with a
+//!   token budget, forward, mean-pool, L2-normalise.
+//! - [`head`]: our own linear / one-hidden-layer heads stored as `head.safetensors` +
+//!   `labels.json`; a fine-tuned checkpoint's own classifier is served too.
+//! - [`service`]: the async API; inference off the runtime on OS threads, dynamic batching,
+//!   a bounded queue that sheds (`Overloaded`, `DeadlineExceeded`), an exact-text LRU cache.
+//! - [`cli`]: the `semantic-router classify` report.
+//! - [`tiny`]: tiny random-weight models for tests.
+
+mod backbone;
+mod cache;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod head;
+pub mod metrics;
+mod pooling;
+mod queue;
+mod seq_head;
+pub mod service;
+pub mod tiny;
+pub mod tokenize;
+
+pub use cli::classify_report;
+pub use config::Architecture;
+pub use device::default_device;
+pub use encoder::{Encoder, EncoderOptions, EncoderOutput};
+pub use error::{ClassifyError, Result};
+pub use head::Head;
+pub use metrics::ClassifierMetrics;
+pub use service::{Analysis, ClassifierService, ServiceConfig, default_workers};
+pub use tokenize::{DEFAULT_MAX_TOKENS, TextTokenizer, Tokens};

@@ -1,0 +1,310 @@
+//! [`ClassifierService`]: the async front of the models. One encoder pass per text feeds the
+//! embedding and every head; repeated texts come from the cache; the model runs on a
+//! dedicated pool of OS threads behind a bounded, batching queue, so the async runtime never
+//! blocks on a forward pass and a caller never waits longer than its deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+use super::cache::EmbeddingCache;
+use super::encoder::{Encoder, EncoderOutput};
+use super::error::{ClassifyError, Result};
+use super::head::{Head, ranked};
+use super::metrics::ClassifierMetrics;
+use super::queue::{BatchQueue, Job, Worker};
+
+/// How the service runs the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// OS threads running forward passes. Each pass already spreads its matrix products over
+    /// every core, so the default is one thread per 4 cores (at least one).
+    pub workers: usize,
+    /// Most texts in one forward pass; 1 turns batching off.
+    pub max_batch_size: usize,
+    /// How long the oldest queued text may wait for company before its batch runs
+    /// (microseconds matter: this is added to an idle service's latency).
+    pub max_wait: Duration,
+    /// Most texts waiting for the model; beyond it calls fail at once with
+    /// [`ClassifyError::Overloaded`].
+    pub queue_capacity: usize,
+    /// Texts whose encoder output is kept (LRU); 0 disables the cache.
+    pub cache_capacity: usize,
+    /// Deadline of calls that do not pass their own (`None`: wait as long as it takes).
+    pub default_timeout: Option<Duration>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            max_batch_size: 32,
+            max_wait: Duration::from_micros(500),
+            queue_capacity: 128,
+            cache_capacity: 4096,
+            default_timeout: None,
+        }
+    }
+}
+
+/// One worker per 4 available cores, at least one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 4)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Everything one encoder pass says about a text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Mean-pooled, L2-normalised embedding (cosine similarity = dot product).
+    pub embedding: Arc<[f32]>,
+    /// For each requested head: `(label, probability)` for every label, most probable first.
+    pub heads: HashMap<String, Vec<(String, f32)>>,
+    /// Tokens the model saw, special tokens included.
+    pub tokens: usize,
+    /// Whether the text was cut to the token budget (the first tokens are kept).
+    pub truncated: bool,
+    /// Whether the encoder output came from the cache.
+    pub cached: bool,
+}
+
+enum HeadKind {
+    /// One of our heads over the embedding.
+    Own(Head),
+    /// The checkpoint's own classifier, computed in the forward pass.
+    Checkpoint(Vec<String>),
+}
+
+struct Shared {
+    encoder: Arc<Encoder>,
+    heads: HashMap<String, HeadKind>,
+    queue: Arc<BatchQueue>,
+    cache: Arc<EmbeddingCache>,
+    metrics: ClassifierMetrics,
+    default_timeout: Option<Duration>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The workers finish their current batch and exit.
+        self.queue.close();
+    }
+}
+
+/// The classifier service; cheap to clone, all clones share the model, queue and cache.
+#[derive(Clone)]
+pub struct ClassifierService {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ClassifierService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifierService")
+            .field("encoder", &self.shared.encoder)
+            .field("heads", &self.head_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClassifierService {
+    /// Starts the worker threads around a loaded encoder and heads. Heads must take the
+    /// encoder's embedding size and have distinct names (the checkpoint's own head, if any,
+    /// is served under [`Encoder::checkpoint_head`]'s name).
+    pub fn start(encoder: Encoder, heads: Vec<Head>, config: ServiceConfig) -> Result<Self> {
+        let positive = [
+            ("workers", config.workers),
+            ("max_batch_size", config.max_batch_size),
+            ("queue_capacity", config.queue_capacity),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ClassifyError::Config(format!("{name} must be at least 1")));
+        }
+        let mut by_name: HashMap<String, HeadKind> = HashMap::new();
+        if let Some((name, labels)) = encoder.checkpoint_head() {
+            by_name.insert(name.to_string(), HeadKind::Checkpoint(labels.to_vec()));
+        }
+        for head in heads {
+            if head.input_dim() != encoder.dimension() {
+                return Err(ClassifyError::HeadDimension {
+                    head: head.name().to_string(),
+                    expected: head.input_dim(),
+                    actual: encoder.dimension(),
+                });
+            }
+            let name = head.name().to_string();
+            if by_name.insert(name.clone(), HeadKind::Own(head)).is_some() {
+                return Err(ClassifyError::Config(format!(
+                    "two heads are named {name:?}"
+                )));
+            }
+        }
+
+        let metrics = ClassifierMetrics::default();
+        let encoder = Arc::new(encoder);
+        let queue = Arc::new(BatchQueue::new(config.queue_capacity, metrics.clone()));
+        let cache = Arc::new(EmbeddingCache::new(config.cache_capacity));
+        for i in 0..config.workers {
+            let worker = Worker {
+                queue: queue.clone(),
+                encoder: encoder.clone(),
+                cache: cache.clone(),
+                metrics: metrics.clone(),
+                max_batch: config.max_batch_size,
+                max_wait: config.max_wait,
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("classify-{i}"))
+                .spawn(move || worker.run());
+            if let Err(e) = spawned {
+                // Let the workers already started exit.
+                queue.close();
+                return Err(ClassifyError::Config(format!(
+                    "cannot start a worker thread: {e}"
+                )));
+            }
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                encoder,
+                heads: by_name,
+                queue,
+                cache,
+                metrics,
+                default_timeout: config.default_timeout,
+            }),
+        })
+    }
+
+    /// The embedding of `text` (mean-pooled, L2-normalised).
+    pub async fn embed(&self, text: &str) -> Result<Arc<[f32]>> {
+        Ok(self.analyze(text, &[]).await?.embedding)
+    }
+
+    /// `(label, probability)` for every label of `head`, most probable first.
+    pub async fn classify(&self, text: &str, head: &str) -> Result<Vec<(String, f32)>> {
+        let mut analysis = self.analyze(text, &[head]).await?;
+        Ok(analysis.heads.remove(head).unwrap_or_default())
+    }
+
+    /// The embedding and the given heads' results from one encoder pass, within the default
+    /// timeout.
+    pub async fn analyze(&self, text: &str, heads: &[&str]) -> Result<Analysis> {
+        let deadline = self.shared.default_timeout.map(|t| Instant::now() + t);
+        self.analyze_until(text, heads, deadline).await
+    }
+
+    /// Like [`analyze`](Self::analyze), but fails with [`ClassifyError::DeadlineExceeded`] as
+    /// soon as `deadline` passes (a cached text is answered even then: it costs nothing).
+    pub async fn analyze_until(
+        &self,
+        text: &str,
+        heads: &[&str],
+        deadline: Option<Instant>,
+    ) -> Result<Analysis> {
+        let shared = &self.shared;
+        if let Some(unknown) = heads.iter().find(|h| !shared.heads.contains_key(**h)) {
+            return Err(ClassifyError::UnknownHead(unknown.to_string()));
+        }
+        let key = shared.cache.key(text);
+        let cached = shared.cache.get(key);
+        shared.metrics.cache_lookup(cached.is_some());
+        let (output, cached) = match cached {
+            Some(output) => (output, true),
+            None => (self.encode(text, key, deadline).await?, false),
+        };
+        let mut results = HashMap::with_capacity(heads.len());
+        for &name in heads {
+            let ranked = match shared.heads.get(name) {
+                Some(HeadKind::Own(head)) => head.classify(&output.embedding)?,
+                Some(HeadKind::Checkpoint(labels)) => {
+                    let probabilities = output.class_probabilities.as_deref().unwrap_or(&[]);
+                    ranked(labels, probabilities)
+                }
+                None => return Err(ClassifyError::UnknownHead(name.to_string())),
+            };
+            results.insert(name.to_string(), ranked);
+        }
+        Ok(Analysis {
+            embedding: output.embedding.clone(),
+            heads: results,
+            tokens: output.tokens,
+            truncated: output.truncated,
+            cached,
+        })
+    }
+
+    /// Queues `text` for the model and waits for its output or the deadline.
+    async fn encode(
+        &self,
+        text: &str,
+        key: super::cache::TextKey,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<EncoderOutput>> {
+        let metrics = &self.shared.metrics;
+        let shed = |err: ClassifyError| {
+            if err.is_shed() {
+                metrics.shed(err.kind());
+            }
+            err
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(shed(ClassifyError::DeadlineExceeded));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            text: text.to_string(),
+            key,
+            deadline,
+            enqueued: Instant::now(),
+            reply,
+        };
+        self.shared.queue.push(job).map_err(shed)?;
+        // Dropping `answer` (on timeout, or when our caller drops this future) tells the
+        // workers to skip the job.
+        let received = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), answer)
+                .await
+                .map_err(|_| shed(ClassifyError::DeadlineExceeded))?,
+            None => answer.await,
+        };
+        received.map_err(|_| ClassifyError::ShutDown)?.map_err(shed)
+    }
+
+    /// Names of the heads the service can run.
+    pub fn head_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.shared.heads.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The encoder behind the service.
+    pub fn encoder(&self) -> &Encoder {
+        &self.shared.encoder
+    }
+
+    /// Texts run through the encoder so far (cache hits do not count).
+    pub fn encoded_texts(&self) -> u64 {
+        self.shared.metrics.encoded.get()
+    }
+
+    /// The service's metrics (the same series [`register`](Self::register) exposes).
+    pub fn metrics(&self) -> &ClassifierMetrics {
+        &self.shared.metrics
+    }
+
+    /// Registers the service's metrics under `semantic_router_classifier_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        self.shared.metrics.register(registry);
+    }
+
+    /// Stops the service: queued calls fail with [`ClassifyError::ShutDown`], new calls too,
+    /// and the worker threads exit after their current batch.
+    pub fn shutdown(&self) {
+        self.shared.queue.close();
+    }
+}

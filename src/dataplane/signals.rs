@@ -1,0 +1,215 @@
+//! Model signals from the Candle classifiers: example-prompt similarity, classifier categories
+//! and the jailbreak score, all from one encoder pass per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::classify::ClassifierService;
+use crate::routing::{
+    ModelFindings, ModelSignals, Route, SharedTable, SignalKind, SignalValue, SignalValues,
+};
+
+/// Label of the jailbreak head whose probability is the jailbreak score.
+pub const JAILBREAK_LABEL: &str = "jailbreak";
+
+/// Which loaded heads serve which signals.
+#[derive(Clone, Debug, Default)]
+pub struct HeadNames {
+    /// Head behind `category` signals.
+    pub category: Option<String>,
+    /// Head behind jailbreak policies; must have a `jailbreak` label.
+    pub jailbreak: Option<String>,
+}
+
+/// [`ModelSignals`] backed by a [`ClassifierService`].
+pub struct CandleSignals {
+    service: ClassifierService,
+    heads: HeadNames,
+    budget: Duration,
+    examples: Arc<ExampleIndex>,
+    fallbacks: Counter,
+}
+
+impl CandleSignals {
+    /// Signals from `service`, waiting at most `budget` for the model per request.
+    pub fn new(service: ClassifierService, heads: HeadNames, budget: Duration) -> Self {
+        Self {
+            service,
+            heads,
+            budget,
+            examples: Arc::default(),
+            fallbacks: Counter::default(),
+        }
+    }
+
+    /// Registers the fallback counter (requests that went on without model signals).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "semantic_router_model_signal_fallbacks",
+            "Requests decided without model signals because the model was overloaded or too slow",
+            self.fallbacks.clone(),
+        );
+    }
+
+    /// Keeps the example-prompt embeddings in step with the live table: every prompt of every
+    /// route is embedded once, when a table that names it is published; an unchanged prompt is
+    /// never embedded again. Runs until the table's sender is dropped.
+    pub fn index_examples(
+        &self,
+        table: SharedTable,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let service = self.service.clone();
+        let index = self.examples.clone();
+        let mut generations: watch::Receiver<u64> = table.subscribe();
+        async move {
+            loop {
+                if let Some(current) = table.load() {
+                    let mut wanted: Vec<String> = current
+                        .routes
+                        .iter()
+                        .flat_map(|r| r.signals.iter())
+                        .filter_map(|s| match &s.kind {
+                            SignalKind::Examples { prompts, .. } => Some(prompts.iter().cloned()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    wanted.sort();
+                    wanted.dedup();
+                    index.retain(&wanted);
+                    for prompt in wanted.iter().filter(|p| !index.contains(p)) {
+                        match service.embed(prompt).await {
+                            Ok(embedding) => index.insert(prompt.clone(), embedding),
+                            Err(e) => tracing::warn!("cannot embed example prompt {prompt:?}: {e}"),
+                        }
+                    }
+                    tracing::info!(prompts = wanted.len(), "example prompts embedded");
+                }
+                if generations.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Embeddings of example prompts by text.
+#[derive(Default)]
+struct ExampleIndex(RwLock<HashMap<String, Arc<[f32]>>>);
+
+impl ExampleIndex {
+    fn contains(&self, text: &str) -> bool {
+        self.0.read().map(|m| m.contains_key(text)).unwrap_or(false)
+    }
+
+    fn insert(&self, text: String, embedding: Arc<[f32]>) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(text, embedding);
+        }
+    }
+
+    fn retain(&self, wanted: &[String]) {
+        if let Ok(mut m) = self.0.write() {
+            m.retain(|k, _| wanted.binary_search(k).is_ok());
+        }
+    }
+
+    /// Highest cosine similarity of `embedding` to the prompts; `None` until every prompt of
+    /// the set is embedded.
+    fn best(&self, prompts: &[String], embedding: &[f32]) -> Option<f32> {
+        let map = self.0.read().ok()?;
+        prompts
+            .iter()
+            .map(|p| map.get(p).map(|e| dot(e, embedding)))
+            .try_fold(f32::MIN, |best, s| s.map(|s| best.max(s)))
+    }
+}
+
+/// Cosine similarity of unit vectors.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl ModelSignals for CandleSignals {
+    fn evaluate<'a>(
+        &'a self,
+        route: &'a Route,
+        text: &'a str,
+        values: &'a mut SignalValues,
+    ) -> BoxFuture<'a, ModelFindings> {
+        Box::pin(async move {
+            let needed: Vec<usize> = route
+                .needed_signals()
+                .filter(|&id| route.signals[id].kind.needs_model())
+                .collect();
+            let wants_category = needed
+                .iter()
+                .any(|&id| matches!(route.signals[id].kind, SignalKind::Category { .. }));
+            let mut heads: Vec<&str> = Vec::new();
+            if let Some(h) = self.heads.category.as_deref().filter(|_| wants_category) {
+                heads.push(h);
+            }
+            if let Some(h) = self
+                .heads
+                .jailbreak
+                .as_deref()
+                .filter(|_| route.jailbreak.is_some())
+            {
+                heads.push(h);
+            }
+            let deadline = Instant::now() + self.budget;
+            let analysis = match self
+                .service
+                .analyze_until(text, &heads, Some(deadline))
+                .await
+            {
+                Ok(analysis) => analysis,
+                Err(e) => {
+                    self.fallbacks.inc();
+                    tracing::debug!("deciding without model signals: {e}");
+                    return ModelFindings::default();
+                }
+            };
+            let category = self
+                .heads
+                .category
+                .as_deref()
+                .and_then(|h| analysis.heads.get(h));
+            for id in needed {
+                let value = match &route.signals[id].kind {
+                    SignalKind::Examples { prompts, threshold } => self
+                        .examples
+                        .best(prompts, &analysis.embedding)
+                        .map(|score| SignalValue {
+                            matched: score >= *threshold,
+                            score: Some(score),
+                        }),
+                    SignalKind::Category { labels, threshold } => category
+                        .and_then(|scores| scores.first())
+                        .map(|(top, p)| SignalValue {
+                            matched: labels.contains(top) && *p >= *threshold,
+                            score: Some(*p),
+                        }),
+                    _ => None,
+                };
+                if let Some(value) = value {
+                    values.set(id, value);
+                }
+            }
+            let jailbreak = self
+                .heads
+                .jailbreak
+                .as_deref()
+                .and_then(|h| analysis.heads.get(h))
+                .and_then(|scores| scores.iter().find(|(l, _)| l == JAILBREAK_LABEL))
+                .map(|(_, p)| *p);
+            ModelFindings { jailbreak }
+        })
+    }
+}

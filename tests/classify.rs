@@ -1,0 +1,632 @@
+//! The classifier module against models it can load: tiny random-weight models of every
+//! architecture built by `classify::tiny` (shapes, truncation, batching, the service's queue,
+//! cache and shedding), and the real all-MiniLM-L6-v2 from `.models/` (`make tools`) for
+//! semantics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use semantic_router::classify::{
+    Architecture, ClassifierService, ClassifyError, Encoder, EncoderOptions, ServiceConfig,
+    classify_report, tiny,
+};
+use tempfile::TempDir;
+
+const ARCHS: [Architecture; 3] = [
+    Architecture::Bert,
+    Architecture::ModernBert,
+    Architecture::DebertaV2,
+];
+const LABELS: &[&str] = &["jailbreak", "benign", "unsure"];
+
+/// A tiny model folder inside a temporary directory (kept alive by the returned guard).
+fn tiny_model(arch: Architecture, labels: Option<&[&str]>) -> (TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join(format!("tiny-{}", arch.as_str()));
+    tiny::write_model(&dir, arch, labels).expect("write tiny model");
+    (tmp, dir)
+}
+
+fn load(dir: &Path, max_tokens: usize) -> Encoder {
+    let options = EncoderOptions {
+        max_tokens,
+        ..EncoderOptions::default()
+    };
+    Encoder::load(dir, &options).expect("load encoder")
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn sum(ranked: &[(String, f32)]) -> f32 {
+    ranked.iter().map(|(_, p)| p).sum()
+}
+
+#[test]
+fn loads_every_architecture_with_and_without_a_head() {
+    for arch in ARCHS {
+        for labels in [None, Some(LABELS)] {
+            let (_tmp, dir) = tiny_model(arch, labels);
+            let encoder = load(&dir, 64);
+            assert_eq!(encoder.architecture(), arch);
+            assert_eq!(encoder.dimension(), tiny::HIDDEN);
+            let out = encoder
+                .encode(&["hello there", "what is two plus two ?"])
+                .unwrap_or_else(|e| panic!("{arch}: {e}"));
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0].tokens, 4, "[CLS] hello there [SEP]");
+            for o in &out {
+                assert_eq!(o.embedding.len(), tiny::HIDDEN);
+                assert!(
+                    (norm(&o.embedding) - 1.0).abs() < 1e-4,
+                    "{arch}: unit length"
+                );
+                assert!(o.embedding.iter().all(|v| v.is_finite()));
+            }
+            match labels {
+                None => {
+                    assert!(encoder.checkpoint_head().is_none());
+                    assert!(out[0].class_probabilities.is_none());
+                }
+                Some(labels) => {
+                    let (name, got) = encoder.checkpoint_head().expect("checkpoint head");
+                    assert_eq!(name, dir.file_name().and_then(|n| n.to_str()).unwrap_or(""));
+                    assert_eq!(got, labels);
+                    for o in &out {
+                        let p = o.class_probabilities.as_deref().expect("probabilities");
+                        assert_eq!(p.len(), labels.len());
+                        assert!(
+                            (p.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+                            "{arch}: sums to 1"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn truncation_keeps_the_first_tokens() {
+    let long = "what is two plus three times four minus five equals x and tell me about \
+                the weather today please thanks";
+    for arch in ARCHS {
+        let (_tmp, dir) = tiny_model(arch, Some(LABELS));
+        let encoder = load(&dir, 8);
+        let cut = encoder.encode(&[long]).expect("long").remove(0);
+        // 8 tokens = [CLS] + 6 words + [SEP].
+        let prefix = encoder
+            .encode(&["what is two plus three times"])
+            .expect("prefix")
+            .remove(0);
+        assert_eq!(cut.tokens, 8);
+        assert!(cut.truncated);
+        assert!(!prefix.truncated);
+        assert!(
+            max_diff(&cut.embedding, &prefix.embedding) < 1e-6,
+            "{arch}: a long text embeds as its first tokens"
+        );
+    }
+}
+
+#[test]
+fn a_budget_beyond_the_model_is_capped() {
+    let (_tmp, dir) = tiny_model(Architecture::Bert, None);
+    assert_eq!(load(&dir, 10_000).max_tokens(), tiny::MAX_POSITIONS);
+}
+
+#[test]
+fn batching_gives_the_same_numbers_as_one_by_one() {
+    let texts = [
+        "hi",
+        "good morning , how are you ?",
+        "solve for x : two x plus three equals five",
+        "tell me about the weather today",
+        "what is the integral of x times x and the derivative of x",
+    ];
+    for arch in ARCHS {
+        let (_tmp, dir) = tiny_model(arch, Some(LABELS));
+        let encoder = load(&dir, 64);
+        let batched = encoder.encode(&texts).expect("batch");
+        for (text, b) in texts.iter().zip(&batched) {
+            let single = encoder.encode(&[text]).expect("single").remove(0);
+            let diff = max_diff(&single.embedding, &b.embedding);
+            assert!(
+                diff < 1e-4,
+                "{arch}: {text:?} differs by {diff} when padded"
+            );
+            let (p1, p2) = (single.class_probabilities, b.class_probabilities.clone());
+            let diff = max_diff(&p1.expect("p"), &p2.expect("p"));
+            assert!(diff < 1e-4, "{arch}: head differs by {diff}");
+            assert_eq!(single.tokens, b.tokens);
+        }
+    }
+}
+
+#[test]
+fn encoding_is_deterministic_across_loads() {
+    for arch in ARCHS {
+        let (_tmp, dir) = tiny_model(arch, None);
+        let a = load(&dir, 64)
+            .encode(&["hello there , good evening"])
+            .expect("a");
+        let b = load(&dir, 64)
+            .encode(&["hello there , good evening"])
+            .expect("b");
+        assert_eq!(a, b, "{arch}: same weights, same text, same bits");
+    }
+}
+
+#[test]
+fn load_errors_name_the_problem() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let missing = Encoder::load(&tmp.path().join("nope"), &EncoderOptions::default());
+    assert_eq!(missing.expect_err("missing").kind(), "io");
+
+    let (_t, dir) = tiny_model(Architecture::Bert, None);
+    std::fs::write(dir.join("config.json"), r#"{"model_type":"t5"}"#).expect("write");
+    let err = Encoder::load(&dir, &EncoderOptions::default()).expect_err("t5");
+    assert_eq!(err.kind(), "unsupported_architecture");
+
+    let (_t, dir) = tiny_model(Architecture::Bert, None);
+    std::fs::remove_file(dir.join("model.safetensors")).expect("rm");
+    let err = Encoder::load(&dir, &EncoderOptions::default()).expect_err("no weights");
+    assert!(err.to_string().contains("safetensors"), "{err}");
+
+    let (_t, dir) = tiny_model(Architecture::Bert, Some(LABELS));
+    let config = tiny::config_json(Architecture::Bert, Some(&["only-one"]));
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
+    let err = Encoder::load(&dir, &EncoderOptions::default()).expect_err("label count");
+    assert!(err.to_string().contains("id2label has 1 labels"), "{err}");
+}
+
+/// A service over a tiny BERT with a checkpoint head, a linear head and an MLP head.
+fn tiny_service(config: ServiceConfig) -> (TempDir, ClassifierService) {
+    let (tmp, dir) = tiny_model(Architecture::Bert, Some(LABELS));
+    let encoder = load(&dir, 64);
+    let heads = vec![
+        tiny::random_head(
+            "topic",
+            tiny::HIDDEN,
+            &["math", "greeting", "weather"],
+            None,
+        )
+        .expect("linear head"),
+        tiny::random_head("jailbreak", tiny::HIDDEN, &["yes", "no"], Some(16)).expect("mlp"),
+    ];
+    let service = ClassifierService::start(encoder, heads, config).expect("service");
+    (tmp, service)
+}
+
+fn config() -> ServiceConfig {
+    ServiceConfig {
+        workers: 1,
+        max_batch_size: 8,
+        max_wait: Duration::from_micros(200),
+        queue_capacity: 64,
+        cache_capacity: 128,
+        default_timeout: None,
+    }
+}
+
+#[tokio::test]
+async fn one_pass_feeds_every_head_and_probabilities_sum_to_one() {
+    let (_tmp, service) = tiny_service(config());
+    assert_eq!(
+        service.head_names(),
+        vec!["jailbreak", "tiny-bert", "topic"]
+    );
+    let heads = ["topic", "jailbreak", "tiny-bert"];
+    let analysis = service
+        .analyze("tell me about the weather today", &heads)
+        .await
+        .expect("analysis");
+    assert_eq!(
+        service.encoded_texts(),
+        1,
+        "one encoder pass for three heads"
+    );
+    assert_eq!(analysis.embedding.len(), tiny::HIDDEN);
+    for head in heads {
+        let ranked = &analysis.heads[head];
+        assert!((sum(ranked) - 1.0).abs() < 1e-5, "{head} sums to 1");
+        assert!(
+            ranked.windows(2).all(|w| w[0].1 >= w[1].1),
+            "most probable first"
+        );
+    }
+    let mut labels: Vec<&str> = analysis.heads["tiny-bert"]
+        .iter()
+        .map(|(l, _)| l.as_str())
+        .collect();
+    labels.sort_unstable();
+    assert_eq!(labels, vec!["benign", "jailbreak", "unsure"]);
+
+    let topic = service
+        .classify("hello there", "topic")
+        .await
+        .expect("classify");
+    assert_eq!(topic.len(), 3);
+    let err = service
+        .classify("hello", "nope")
+        .await
+        .expect_err("unknown head");
+    assert!(matches!(err, ClassifyError::UnknownHead(ref h) if h == "nope"));
+}
+
+#[tokio::test]
+async fn the_service_batch_matches_the_encoder() {
+    let (_tmp, service) = tiny_service(ServiceConfig {
+        max_wait: Duration::from_millis(100),
+        ..config()
+    });
+    // Similar lengths: texts whose padding would more than double run in separate passes.
+    let texts = ["hi there", "good morning", "two plus two", "solve for x"];
+    let results = futures::future::join_all(texts.iter().map(|t| service.embed(t))).await;
+    for (text, result) in texts.iter().zip(results) {
+        let direct = service.encoder().encode(&[text]).expect("direct").remove(0);
+        let served = result.expect("served");
+        assert!(max_diff(&direct.embedding, &served) < 1e-4, "{text}");
+    }
+    assert_eq!(service.encoded_texts(), 4);
+    let mut registry = Registry::default();
+    service.register(&mut registry);
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("encode metrics");
+    // All four arrived within max_wait, so one forward pass ran them.
+    assert!(
+        text.contains("semantic_router_classifier_batch_size_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("semantic_router_classifier_batch_size_sum 4.0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_hit_skips_the_model() {
+    let (_tmp, service) = tiny_service(config());
+    let first = service
+        .analyze("hello there", &["topic"])
+        .await
+        .expect("first");
+    let again = service
+        .analyze("hello there", &["topic"])
+        .await
+        .expect("again");
+    assert!(!first.cached && again.cached);
+    assert_eq!(first.embedding, again.embedding);
+    assert_eq!(first.heads, again.heads);
+    assert_eq!(
+        service.encoded_texts(),
+        1,
+        "the second call never reached the model"
+    );
+    service.embed("hello there !").await.expect("other text");
+    assert_eq!(service.encoded_texts(), 2);
+}
+
+/// Configuration that holds a lone request in the queue for `hold` waiting for company.
+fn holding(hold: Duration, queue_capacity: usize) -> ServiceConfig {
+    ServiceConfig {
+        max_batch_size: 32,
+        max_wait: hold,
+        queue_capacity,
+        cache_capacity: 0,
+        ..config()
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_sheds_at_once() {
+    let (_tmp, service) = tiny_service(holding(Duration::from_secs(1), 2));
+    let waiting: Vec<_> = ["hi", "hello"]
+        .into_iter()
+        .map(|t| {
+            let s = service.clone();
+            tokio::spawn(async move { s.embed(t).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let started = Instant::now();
+    let err = service
+        .embed("good morning")
+        .await
+        .expect_err("queue is full");
+    assert!(
+        matches!(err, ClassifyError::Overloaded { capacity: 2 }),
+        "{err}"
+    );
+    assert!(err.is_shed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refused without waiting"
+    );
+    for w in waiting {
+        w.await.expect("task").expect("queued calls still succeed");
+    }
+    let mut registry = Registry::default();
+    service.register(&mut registry);
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("encode");
+    assert!(
+        text.contains(r#"semantic_router_classifier_shed_total{reason="overloaded"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_returns_at_once_and_the_job_is_skipped() {
+    let (_tmp, service) = tiny_service(holding(Duration::from_secs(1), 8));
+    let patient = {
+        let s = service.clone();
+        tokio::spawn(async move { s.embed("hello there").await })
+    };
+    let started = Instant::now();
+    let deadline = Some(Instant::now() + Duration::from_millis(40));
+    let err = service
+        .analyze_until("good morning", &[], deadline)
+        .await
+        .expect_err("deadline");
+    assert!(matches!(err, ClassifyError::DeadlineExceeded));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(800),
+        "returned at the deadline, not with the batch: {waited:?}"
+    );
+
+    let passed = service.analyze_until("hi", &[], Some(Instant::now())).await;
+    assert!(matches!(passed, Err(ClassifyError::DeadlineExceeded)));
+
+    patient
+        .await
+        .expect("task")
+        .expect("the patient caller is served");
+    assert_eq!(service.encoded_texts(), 1, "the expired request never ran");
+    assert_eq!(service.metrics().abandoned.get(), 1);
+}
+
+#[tokio::test]
+async fn dropped_callers_are_skipped_before_their_batch_runs() {
+    let (_tmp, service) = tiny_service(holding(Duration::from_secs(1), 8));
+    let spawn = |text: &'static str| {
+        let s = service.clone();
+        tokio::spawn(async move { s.embed(text).await })
+    };
+    let gone = [spawn("hi"), spawn("hello")];
+    let kept = spawn("good evening");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    for task in &gone {
+        task.abort();
+    }
+    kept.await.expect("task").expect("served");
+    assert_eq!(service.encoded_texts(), 1);
+    assert_eq!(service.metrics().abandoned.get(), 2);
+}
+
+#[tokio::test]
+async fn shutdown_answers_waiting_callers() {
+    let (_tmp, service) = tiny_service(holding(Duration::from_secs(5), 8));
+    let waiting = {
+        let s = service.clone();
+        tokio::spawn(async move { s.embed("hello").await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    service.shutdown();
+    let result = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("answered promptly")
+        .expect("task");
+    assert!(matches!(result, Err(ClassifyError::ShutDown)));
+    assert!(matches!(
+        service.embed("hi").await,
+        Err(ClassifyError::ShutDown)
+    ));
+}
+
+#[test]
+fn the_service_checks_its_configuration() {
+    let (_tmp, dir) = tiny_model(Architecture::ModernBert, None);
+    let wrong = tiny::random_head("wide", 48, &["a", "b"], None).expect("head");
+    let err = ClassifierService::start(load(&dir, 32), vec![wrong], config()).expect_err("dim");
+    assert_eq!(err.kind(), "head_dimension");
+    let zero = ServiceConfig {
+        workers: 0,
+        ..config()
+    };
+    let err = ClassifierService::start(load(&dir, 32), vec![], zero).expect_err("workers");
+    assert_eq!(err.kind(), "config");
+}
+
+#[test]
+fn cli_report_shows_tokens_embedding_and_heads() {
+    let (tmp, dir) = tiny_model(Architecture::DebertaV2, Some(LABELS));
+    let head_dir = tmp.path().join("topic");
+    tiny::random_head("ignored", tiny::HIDDEN, &["math", "greeting"], Some(8))
+        .expect("head")
+        .save(&head_dir)
+        .expect("save head");
+    let report = classify_report(&dir, &[head_dir], "what is two plus two", 256).expect("report");
+    for needle in [
+        "deberta-v2",
+        "tokens:     7 of max 64",
+        "dimension 32, norm 1.0000",
+        "head tiny-deberta-v2 (checkpoint):",
+        "jailbreak",
+        "head topic:",
+        "greeting",
+        "latency:",
+    ] {
+        assert!(
+            report.contains(needle),
+            "{needle:?} missing from:\n{report}"
+        );
+    }
+}
+
+// ---- the real all-MiniLM-L6-v2 -------------------------------------------------------------
+
+fn minilm_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run `make tools` (hack/fetch-minilm.sh)",
+        dir.display()
+    );
+    dir
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    // Embeddings are unit length.
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn minilm_loads_and_ranks_paraphrases_above_unrelated_prompts() {
+    let encoder = load(&minilm_dir(), 256);
+    assert_eq!(encoder.architecture(), Architecture::Bert);
+    assert_eq!(encoder.dimension(), 384);
+    let cases = [
+        (
+            "How do I reset my password?",
+            "I forgot my password, how can I change it?",
+            "What is the capital of France?",
+        ),
+        (
+            "Write a poem about the ocean.",
+            "Compose some verses about the sea.",
+            "How do I configure a Kubernetes ingress?",
+        ),
+        (
+            "What is the derivative of x squared?",
+            "Differentiate x^2 with respect to x.",
+            "Recommend a good Italian restaurant.",
+        ),
+    ];
+    let texts: Vec<&str> = cases.iter().flat_map(|(a, b, c)| [*a, *b, *c]).collect();
+    let out = encoder.encode(&texts).expect("encode");
+    for (i, (a, b, c)) in cases.iter().enumerate() {
+        let (ea, eb, ec) = (
+            &out[3 * i].embedding,
+            &out[3 * i + 1].embedding,
+            &out[3 * i + 2].embedding,
+        );
+        let (close, far) = (cosine(ea, eb), cosine(ea, ec));
+        assert!((norm(ea) - 1.0).abs() < 1e-4);
+        eprintln!("{a:?}: paraphrase {close:.3}, unrelated {far:.3}");
+        assert!(
+            close > far + 0.2,
+            "{a:?}~{b:?} = {close}, {a:?}~{c:?} = {far}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn minilm_tells_math_from_greetings_by_example() {
+    let encoder = load(&minilm_dir(), 128);
+    let service =
+        ClassifierService::start(encoder, vec![], ServiceConfig::default()).expect("service");
+    let examples = [
+        ("math", "What is 12 times 7?"),
+        ("math", "Solve for x: 2x + 3 = 11"),
+        ("math", "Compute the derivative of x^2 + 3x"),
+        ("math", "What is the integral of sin(x)?"),
+        ("greeting", "Hello, how are you?"),
+        ("greeting", "Good morning!"),
+        ("greeting", "Hi there, nice to meet you"),
+        ("greeting", "Hey, what's up?"),
+    ];
+    let unseen = [
+        ("math", "Calculate 45 divided by 9."),
+        ("math", "Find the roots of x^2 - 5x + 6 = 0"),
+        ("math", "What is the square root of 144?"),
+        ("greeting", "Good evening, my friend!"),
+        ("greeting", "Hello there, how is it going?"),
+        ("greeting", "Hi! Hope you are doing well."),
+    ];
+    let embed_all = |texts: Vec<&'static str>| {
+        let s = service.clone();
+        async move {
+            let calls = texts.into_iter().map(|t| {
+                let s = s.clone();
+                async move { s.embed(t).await.expect("embed") }
+            });
+            futures::future::join_all(calls).await
+        }
+    };
+    let example_vecs: Vec<Arc<[f32]>> = embed_all(examples.iter().map(|e| e.1).collect()).await;
+    let unseen_vecs = embed_all(unseen.iter().map(|u| u.1).collect()).await;
+    for ((want, text), v) in unseen.iter().zip(&unseen_vecs) {
+        let (best, score) = examples
+            .iter()
+            .zip(&example_vecs)
+            .map(|((label, _), e)| (*label, cosine(v, e)))
+            .fold(("", f32::MIN), |acc, x| if x.1 > acc.1 { x } else { acc });
+        eprintln!("{text:?} -> {best} ({score:.3})");
+        assert_eq!(best, *want, "{text:?} matched {best} ({score})");
+    }
+    // Served embeddings are the encoder's.
+    let direct = service
+        .encoder()
+        .encode(&[unseen[0].1])
+        .expect("direct")
+        .remove(0);
+    assert!(max_diff(&direct.embedding, &unseen_vecs[0]) < 1e-4);
+}
+
+/// First values of the embedding, from an independent float64 NumPy implementation of the
+/// BERT forward pass, mean pooling and L2 normalisation over the same weights and tokenizer
+/// (the first row also matches sentence-transformers' published output).
+#[test]
+fn minilm_matches_reference_values() {
+    let encoder = load(&minilm_dir(), 256);
+    let references: [(&str, usize, [f32; 8]); 2] = [
+        (
+            "This is an example sentence",
+            7,
+            [
+                0.067657, 0.063496, 0.048713, 0.079305, 0.037448, 0.002653, 0.039375, -0.007098,
+            ],
+        ),
+        (
+            "What is the derivative of x squared?",
+            10,
+            [
+                0.05318, 0.035396, 0.009343, 0.057287, -0.044931, 0.013883, -0.01378, 0.020086,
+            ],
+        ),
+    ];
+    let texts: Vec<&str> = references.iter().map(|r| r.0).collect();
+    let out = encoder.encode(&texts).expect("encode");
+    for ((text, tokens, want), got) in references.iter().zip(&out) {
+        assert_eq!(got.tokens, *tokens, "{text}");
+        let diff = max_diff(&got.embedding[..8], want);
+        assert!(diff < 1e-4, "{text}: {:?} vs {want:?}", &got.embedding[..8]);
+    }
+}
+
+#[test]
+fn minilm_truncates_by_tokens() {
+    let encoder = load(&minilm_dir(), 16);
+    let long = "The quick brown fox jumps over the lazy dog while the cat watches from the \
+                window and the bird sings in the old oak tree behind the house.";
+    let tokens = encoder.tokenize(long).expect("tokens");
+    assert_eq!(tokens.len(), 16);
+    assert!(tokens.truncated);
+    let full = encoder.encode(&[long]).expect("long").remove(0);
+    assert_eq!(full.tokens, 16);
+    assert!(full.truncated);
+}
