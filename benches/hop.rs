@@ -1101,7 +1101,15 @@ fn main() {
         );
         std::process::exit(1);
     }
+    // Everything started lives inside `run` and is stopped (by pid) when it returns.
+    if let Err(e) = run(&settings, &router_bin) {
+        eprintln!("hop: {e}");
+        std::process::exit(1);
+    }
+}
 
+/// Starts the backend, the floor, the router and three Envoys, measures, prints.
+fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
     let runtime = |name: &'static str, workers: usize| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -1122,7 +1130,7 @@ fn main() {
     let body = chat_body();
     let (backend, seen) = start_backend(&backend_rt);
     let floor = start_floor(&floor_rt, backend);
-    let router = start_router(&router_bin, backend);
+    let router = start_router(router_bin, backend);
 
     let envoy_with = |ext_proc: Option<SocketAddr>| {
         Envoy::start(EnvoyConfig {
@@ -1239,19 +1247,14 @@ fn main() {
             configs.iter().rev().collect()
         };
         for config in order {
-            let measured = match measure(&client, config, &seen, &settings) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("hop: {e}");
-                    if config.kind == Kind::Router {
-                        eprintln!(
-                            "--- router log ---\n{}",
-                            std::fs::read_to_string(&router.log).unwrap_or_default()
-                        );
-                    }
-                    std::process::exit(1);
+            let measured = measure(&client, config, &seen, settings).map_err(|e| {
+                if config.kind == Kind::Router {
+                    let log = std::fs::read_to_string(&router.log).unwrap_or_default();
+                    format!("{e}\n--- router log ---\n{log}")
+                } else {
+                    e
                 }
-            };
+            })?;
             let stat = Stat::of(&measured);
             print_measured(config.kind, &stat, &measured);
             stats[config.kind.index()].push(stat);
@@ -1384,5 +1387,5 @@ fn main() {
              so tails (p99) are noisy; compare ratios, and rerun when it is quiet"
         );
     }
-    drop(router);
+    Ok(())
 }

@@ -83,12 +83,13 @@ pub async fn serve_extproc(
     });
 
     let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .tcp_nodelay(true);
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls_config(&tls).await?)?;
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming stream, or
+    // Nagle and delayed ACKs stall small ext_proc messages for tens of milliseconds.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = {
         let mut shutdown = shutdown.clone();
         async move {
