@@ -273,7 +273,11 @@ impl StreamState {
             }
             Outcome::Routed(mut routed) => {
                 if let Some(pick) = routed.pick.take() {
-                    self.in_flight = InFlight::start(inner.processor.picker().clone(), pick);
+                    // A proxy that sends no response phase (older Envoys, or response
+                    // processing switched off) never reports an answer: no failure then.
+                    let answers = self.response_mode != BodySendMode::None;
+                    self.in_flight = InFlight::start(inner.processor.picker().clone(), pick)
+                        .map(|f| f.unanswered_fails(answers));
                 }
                 let labels = RouteLabels {
                     decision: routed.decision.clone(),
@@ -1024,6 +1028,32 @@ mod tests {
             "10.0.0.3:8000",
             "the ejected endpoint is skipped, also as a fallback"
         );
+
+        // A proxy that sends no response phase says so (response body mode NONE): streams
+        // ending unanswered then tell nothing about the endpoint.
+        let picker = Arc::new(PolicyPicker::default());
+        let inner = inner_with(picker.clone());
+        for _ in 0..2 * settings.health.consecutive_failures {
+            let mut s = StreamState::default();
+            let mut first = headers(
+                "POST",
+                "/v1/chat/completions",
+                false,
+                BodySendMode::FullDuplexStreamed,
+            );
+            if let Some(config) = &mut first.protocol_config {
+                config.response_body_mode = BodySendMode::None as i32;
+            }
+            first.metadata_context = Some(subset(&["10.0.0.2:8000"]));
+            s.handle(first, &inner).await;
+            s.handle(body(&chat("find the integral of x"), true), &inner)
+                .await;
+        }
+        let view = picker
+            .view(SocketAddr::from(([10, 0, 0, 2], 8000)), &settings)
+            .unwrap();
+        assert!(!view.ejected);
+        assert_eq!(view.in_flight, 0);
     }
 
     proptest::proptest! {

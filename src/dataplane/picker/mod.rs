@@ -132,6 +132,7 @@ pub struct InFlight {
     pick: Pick,
     on: SocketAddr,
     responded: bool,
+    unanswered_fails: bool,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -154,7 +155,16 @@ impl InFlight {
             pick,
             on,
             responded: false,
+            unanswered_fails: true,
         })
+    }
+
+    /// Whether ending without [`respond`](Self::respond) counts as a connect failure (the
+    /// default). Only when the proxy sends response headers at all: a proxy configured not to
+    /// would otherwise eject every endpoint.
+    pub fn unanswered_fails(mut self, fails: bool) -> Self {
+        self.unanswered_fails = fails;
+        self
     }
 
     /// The endpoint the request is accounted to now.
@@ -198,7 +208,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if !self.responded {
+        if !self.responded && self.unanswered_fails {
             self.picker.attempted(&self.pick, self.on, Attempt::Failed);
         }
         self.picker.finished(&self.pick, self.on);
@@ -252,9 +262,10 @@ impl PolicyPicker {
         Self::default()
     }
 
-    /// Keeps the picker in step with the live table until the table's publisher goes away:
-    /// forgets endpoints and pools that left it, and scrapes the metrics of every endpoint of
-    /// every pool with `metrics` at its interval.
+    /// Keeps the picker in step with the live table for as long as it runs (spawn it once,
+    /// for the life of the process): forgets endpoints and pools that left the table, and
+    /// scrapes the metrics of every endpoint of every pool with `metrics` at its interval.
+    /// Aborting it stops the scrapers.
     pub async fn maintain(self: Arc<Self>, table: SharedTable) {
         let mut generation = table.subscribe();
         let mut scrapers = Scrapers::default();
@@ -294,7 +305,7 @@ impl PolicyPicker {
         pools.retain(|key, _| table.pools.contains_key(key));
     }
 
-    /// How `addr` looks now under `weights`.
+    /// How `addr` looks now, its load weighed as `picking` says.
     pub fn view(&self, addr: SocketAddr, picking: &EndpointPicking) -> Option<EndpointView> {
         let state = self.registry.get(addr)?;
         let now = self.registry.now();

@@ -329,6 +329,11 @@ fn a_stream_without_a_response_is_a_connect_failure_and_5xx_count_too() {
     drop(start());
     start().respond(500, None);
     assert!(!picker.view(addr(0), &p.picking).unwrap().ejected);
+    drop(start().unanswered_fails(false));
+    assert!(
+        !picker.view(addr(0), &p.picking).unwrap().ejected,
+        "no answer expected, none counted"
+    );
     drop(start());
     assert!(picker.view(addr(0), &p.picking).unwrap().ejected);
 }
