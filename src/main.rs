@@ -318,7 +318,8 @@ fn load_models(
     use semantic_router::classify::{
         ClassifierService, Encoder, EncoderOptions, Head, ServiceConfig,
     };
-    use semantic_router::dataplane::signals::{CandleSignals, HeadNames};
+    use semantic_router::dataplane::signals::{CandleSignals, HeadNames, JAILBREAK_LABEL};
+    use semantic_router::routing::ModelCapabilities;
 
     let Some(dir) = &args.encoder else {
         return Ok(Arc::new(NoModels));
@@ -334,16 +335,29 @@ fn load_models(
     .with_context(|| format!("loading the encoder from {}", dir.display()))?;
     let mut heads = Vec::new();
     let mut names = HeadNames::default();
-    for (path, slot) in [
-        (&args.category_head, &mut names.category),
-        (&args.jailbreak_head, &mut names.jailbreak),
-    ] {
-        if let Some(path) = path {
-            let head =
-                Head::load(path).with_context(|| format!("loading the head {}", path.display()))?;
-            *slot = Some(head.name().to_owned());
-            heads.push(head);
-        }
+    let mut capabilities = ModelCapabilities {
+        embeddings: true,
+        ..ModelCapabilities::default()
+    };
+    if let Some(path) = &args.category_head {
+        let head =
+            Head::load(path).with_context(|| format!("loading the head {}", path.display()))?;
+        names.category = Some(head.name().to_owned());
+        capabilities.category_labels = Some(head.labels().to_vec());
+        heads.push(head);
+    }
+    if let Some(path) = &args.jailbreak_head {
+        let head =
+            Head::load(path).with_context(|| format!("loading the head {}", path.display()))?;
+        anyhow::ensure!(
+            head.labels().iter().any(|l| l == JAILBREAK_LABEL),
+            "the jailbreak head {} has no {JAILBREAK_LABEL:?} label (it has {:?})",
+            path.display(),
+            head.labels()
+        );
+        names.jailbreak = Some(head.name().to_owned());
+        capabilities.jailbreak = true;
+        heads.push(head);
     }
     let service = ClassifierService::start(
         encoder,
@@ -356,6 +370,7 @@ fn load_models(
         },
     )?;
     service.register(registry);
+    shared.set_models(capabilities);
     tracing::info!(encoder = %dir.display(), elapsed = ?started.elapsed(), "models loaded");
     let signals = CandleSignals::new(
         service,

@@ -73,7 +73,8 @@ pub async fn run(
 
 fn reload(dir: &Path, shared: &SharedTable) {
     match load_dir(dir) {
-        Ok(resources) => {
+        Ok(mut resources) => {
+            resources.models = shared.models();
             compile_and_publish(shared, &resources);
         }
         Err(errors) => {

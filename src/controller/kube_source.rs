@@ -106,6 +106,7 @@ impl KubeSource {
                 let slice_list: Vec<EndpointSlice> =
                     slices.state().iter().map(|s| (**s).clone()).collect();
                 let resources = Resources {
+                    models: shared.models(),
                     discovered: discover(&pool_list, &slice_list),
                     pools: pool_list,
                     routes: route_list,

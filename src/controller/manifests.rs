@@ -200,7 +200,8 @@ mod tests {
     #[test]
     fn samples_load_and_compile_without_diagnostics() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
-        let resources = load_dir(&dir).expect("samples load");
+        let mut resources = load_dir(&dir).expect("samples load");
+        resources.models.embeddings = true;
         assert_eq!(resources.pools.len(), 3);
         assert_eq!(resources.routes.len(), 1);
         let compiled = crate::routing::compile(&resources);

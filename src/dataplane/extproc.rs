@@ -192,6 +192,14 @@ impl StreamState {
         let post = self.headers.get(":method").is_some_and(|m| m == "POST");
         let path = self.headers.get(":path").map_or("", String::as_str);
         self.kind = ApiKind::from_path(path).filter(|_| post);
+        let get = self.headers.get(":method").is_some_and(|m| m == "GET");
+        if get
+            && path.split('?').next() == Some("/v1/models")
+            && let Some(table) = inner.processor.table().load()
+        {
+            self.decided = true;
+            return vec![mutations::model_list(&table.model_names())];
+        }
         if self.kind.is_none() {
             self.decided = true;
             return vec![mutations::request_headers(CommonResponse::default())];
@@ -759,7 +767,7 @@ mod tests {
         let mut s = StreamState::default();
         let out = s
             .handle(
-                headers("GET", "/v1/models", false, BodySendMode::FullDuplexStreamed),
+                headers("GET", "/health", false, BodySendMode::FullDuplexStreamed),
                 &inner,
             )
             .await;

@@ -125,6 +125,26 @@ pub fn immediate(error: &RequestError) -> ProcessingResponse {
     }))
 }
 
+/// The answer to `GET /v1/models`: every model a client may ask for through the router (the
+/// aliases routes govern and the models pools serve), in OpenAI's list shape.
+pub fn model_list(names: &[&str]) -> ProcessingResponse {
+    let data: Vec<serde_json::Value> = names
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "semantic-router"}))
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data}).to_string();
+    response(Response::ImmediateResponse(ImmediateResponse {
+        status: Some(HttpStatus { code: 200 }),
+        headers: header_mutation(vec![
+            set_header("content-type", "application/json"),
+            set_header("x-semantic-router-path", "models"),
+        ]),
+        body: body.into_bytes(),
+        details: "semantic_router_model_list".to_owned(),
+        ..ImmediateResponse::default()
+    }))
+}
+
 /// Dynamic metadata `envoy.lb: {x-gateway-destination-endpoint: list}`.
 pub fn destination_metadata(endpoints: &str) -> Struct {
     let inner = Struct {

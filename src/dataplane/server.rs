@@ -82,8 +82,8 @@ pub async fn serve_extproc(
         }
     });
 
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let mut builder =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls_config(&tls).await?)?;
     }

@@ -26,6 +26,19 @@ pub struct Resources {
     pub routes: Vec<SemanticRoute>,
     /// Ready endpoints discovered in-cluster for pools that use a selector or a Service.
     pub discovered: BTreeMap<ObjectKey, Vec<SocketAddr>>,
+    /// The models this router loaded, which decide the signals it can compute.
+    pub models: ModelCapabilities,
+}
+
+/// What the router's loaded models can compute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelCapabilities {
+    /// An encoder is loaded: `examples` signals work.
+    pub embeddings: bool,
+    /// Labels of the loaded category head, if any: `categories` signals work for these.
+    pub category_labels: Option<Vec<String>>,
+    /// A jailbreak head is loaded: jailbreak policies work.
+    pub jailbreak: bool,
 }
 
 /// A compiled table and what the compiler found on the way.
@@ -84,7 +97,9 @@ pub fn compile(resources: &Resources) -> Compiled {
     let mut claimed = Claims::new();
     let mut routes = Vec::new();
     for route in ordered {
-        if let Some(compiled) = compile_route(route, &pools, &mut claimed, &mut out) {
+        if let Some(compiled) =
+            compile_route(route, &resources.models, &pools, &mut claimed, &mut out)
+        {
             routes.push(Arc::new(compiled));
         }
     }
@@ -214,6 +229,7 @@ type Claims = Vec<(Vec<(String, Vec<String>)>, String, ObjectKey)>;
 
 fn compile_route(
     route: &SemanticRoute,
+    models: &ModelCapabilities,
     pools: &BTreeMap<ObjectKey, Arc<Pool>>,
     claimed: &mut Claims,
     out: &mut Diagnostics,
@@ -232,6 +248,13 @@ fn compile_route(
     };
 
     let signals = compile_signals(&spec.signals);
+    report_unloaded_signals(
+        &key,
+        &signals,
+        spec.signals.jailbreak.is_some(),
+        models,
+        out,
+    );
     let mut seen = BTreeSet::new();
     let duplicates: BTreeSet<&str> = signals
         .iter()
@@ -481,6 +504,66 @@ fn resolve(
         model: model.clone(),
         reasoning: target.reasoning.clone(),
     })
+}
+
+/// Warns about signals the router's models cannot compute: decisions that read them never
+/// match until the model is loaded.
+fn report_unloaded_signals(
+    key: &ObjectKey,
+    signals: &[Signal],
+    jailbreak: bool,
+    models: &ModelCapabilities,
+    out: &mut Diagnostics,
+) {
+    let mut warn = |message: String| {
+        out.push(
+            Kind::SemanticRoute,
+            key,
+            ConditionType::Accepted,
+            Reason::SignalNotLoaded,
+            Severity::Warning,
+            message,
+        )
+    };
+    for signal in signals {
+        match &signal.kind {
+            SignalKind::Examples { .. } if !models.embeddings => warn(format!(
+                "signal {:?} of route {key} compares prompt embeddings, but the router has no \
+                 encoder; decisions that need it do not match until the router runs with --encoder",
+                signal.name
+            )),
+            SignalKind::Category { labels, .. } => match &models.category_labels {
+                None => warn(format!(
+                    "signal {:?} of route {key} needs a category classifier, but the router has \
+                     none; run it with --category-head",
+                    signal.name
+                )),
+                Some(known) => {
+                    let unknown: Vec<&str> = labels
+                        .iter()
+                        .filter(|l| !known.contains(l))
+                        .map(String::as_str)
+                        .collect();
+                    if !unknown.is_empty() {
+                        warn(format!(
+                            "signal {:?} of route {key} names categories [{}] that the loaded \
+                             category head does not have; it knows [{}]",
+                            signal.name,
+                            unknown.join(", "),
+                            known.join(", ")
+                        ));
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+    if jailbreak && !models.jailbreak {
+        warn(format!(
+            "route {key} screens for jailbreaks, but the router has no jailbreak classifier; \
+             prompts are not screened until it runs with --jailbreak-head"
+        ));
+    }
 }
 
 /// Warns about decisions that an earlier, unconditional or identical decision always shadows.

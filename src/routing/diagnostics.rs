@@ -90,6 +90,8 @@ pub enum Reason {
     NoReadyEndpoints,
     /// A static address is not an `ip:port`.
     InvalidAddress,
+    /// A signal needs a model the router has not loaded.
+    SignalNotLoaded,
 }
 
 impl Reason {
@@ -106,6 +108,7 @@ impl Reason {
             Reason::Conflicted => "Conflicted",
             Reason::NoReadyEndpoints => "NoReadyEndpoints",
             Reason::InvalidAddress => "InvalidAddress",
+            Reason::SignalNotLoaded => "SignalNotLoaded",
         }
     }
 }

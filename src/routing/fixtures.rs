@@ -58,11 +58,22 @@ defaultTarget: {pool: small, model: small}"#,
     )
 }
 
-/// Compiles pools and routes with no discovered endpoints.
+/// Compiles pools and routes with no discovered endpoints, for a router with every model
+/// loaded (category labels `math`, `physics`, `chat`).
 pub fn compile_all(pools: Vec<ModelPool>, routes: Vec<SemanticRoute>) -> Compiled {
     compile(&Resources {
         pools,
         routes,
+        models: all_models(),
         ..Resources::default()
     })
+}
+
+/// Capabilities of a router with an encoder, a category head and a jailbreak head.
+pub fn all_models() -> super::ModelCapabilities {
+    super::ModelCapabilities {
+        embeddings: true,
+        category_labels: Some(vec!["math".into(), "physics".into(), "chat".into()]),
+        jailbreak: true,
+    }
 }

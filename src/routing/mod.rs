@@ -8,7 +8,7 @@ mod diagnostics;
 mod engine;
 mod table;
 
-pub use compile::{Compiled, DEFAULT_NAMESPACE, Resources, compile, object_key};
+pub use compile::{Compiled, DEFAULT_NAMESPACE, ModelCapabilities, Resources, compile, object_key};
 pub use diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
 pub use engine::{
     Headers, ModelFindings, ModelSignals, NoModels, SignalValue, SignalValues, Verdict,

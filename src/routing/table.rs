@@ -269,6 +269,7 @@ impl fmt::Display for RoutingTable {
 pub struct SharedTable {
     current: Arc<ArcSwapOption<RoutingTable>>,
     loaded: watch::Sender<u64>,
+    models: Arc<std::sync::RwLock<super::ModelCapabilities>>,
 }
 
 impl Default for SharedTable {
@@ -276,6 +277,7 @@ impl Default for SharedTable {
         Self {
             current: Arc::default(),
             loaded: watch::channel(0).0,
+            models: Arc::default(),
         }
     }
 }
@@ -293,6 +295,18 @@ impl SharedTable {
         self.current.store(Some(Arc::new(table)));
         self.loaded.send_replace(generation);
         generation
+    }
+
+    /// Records what the loaded models can compute; sources compile against it.
+    pub fn set_models(&self, models: super::ModelCapabilities) {
+        if let Ok(mut m) = self.models.write() {
+            *m = models;
+        }
+    }
+
+    /// What the loaded models can compute.
+    pub fn models(&self) -> super::ModelCapabilities {
+        self.models.read().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Watches the generation of the published table (0 until the first).

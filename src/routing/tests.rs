@@ -227,6 +227,7 @@ fn pool_without_endpoints_is_not_ready() {
         pools: vec![p],
         routes: vec![],
         discovered,
+        ..Resources::default()
     });
     assert!(compiled.diagnostics.is_empty());
     let pool = &compiled.table.pools[&ObjectKey::new("default", "incluster")];
@@ -374,6 +375,46 @@ fn known_signals_settle_a_condition_despite_unavailable_ones() {
     };
     assert_eq!(holds(&all, &v(&[Some(false), None])), Some(false));
     assert_eq!(holds(&all, &v(&[Some(true), None])), None);
+}
+
+#[test]
+fn signals_the_router_cannot_compute_are_warnings() {
+    let r = route(
+        "auto",
+        r#"match: {models: [auto]}
+signals:
+  examples: [{name: mathy, prompts: ["solve x"]}]
+  categories: [{name: sci, labels: [physics, biology]}]
+  jailbreak: {threshold: 0.9}
+decisions:
+- {name: m, when: {any: [mathy, sci]}, targets: [{pool: large, model: large}]}
+defaultTarget: {pool: small, model: small}"#,
+    );
+    let none = compile(&Resources {
+        pools: two_pools(),
+        routes: vec![r.clone()],
+        ..Resources::default()
+    });
+    let reasons: Vec<(Reason, Severity)> = none
+        .diagnostics
+        .iter()
+        .map(|d| (d.reason, d.severity))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![(Reason::SignalNotLoaded, Severity::Warning); 3]
+    );
+    assert!(
+        none.diagnostics[0].message.contains("--encoder"),
+        "{}",
+        none.diagnostics[0].message
+    );
+    assert_eq!(none.table.routes.len(), 1, "the route stays in force");
+
+    let loaded = compile_all(two_pools(), vec![r]);
+    let d = only_diagnostic(&loaded);
+    assert_eq!(d.reason, Reason::SignalNotLoaded);
+    assert!(d.message.contains("[biology]"), "{}", d.message);
 }
 
 #[test]

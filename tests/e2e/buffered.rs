@@ -282,15 +282,20 @@ async fn buffered_other_paths_and_models_pass_through_untouched() {
 
     let models = stack
         .client
-        .get(format!("{}/v1/models", stack.envoy.url()))
+        .get(format!("{}/v1/files", stack.envoy.url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(models.status(), 200, "{}", stack.logs());
+    assert_eq!(
+        models.status(),
+        404,
+        "the simulator's own answer: {}",
+        stack.logs()
+    );
     assert_eq!(header(&models, "x-sim-name"), "small");
     assert!(models.headers().get("x-semantic-router-decision").is_none());
     let received = only_request(&stack.small).await;
-    assert_eq!(received["path"], "/v1/models");
+    assert_eq!(received["path"], "/v1/files");
     assert!(
         received["headers"]
             .get("x-semantic-router-decision")

@@ -210,15 +210,15 @@ async fn prompts_reach_the_right_pool_with_the_right_reasoning() {
 #[tokio::test(flavor = "multi_thread")]
 async fn other_paths_and_models_pass_through_untouched() {
     let stack = Stack::start(&[]);
-    let models = stack
+    let health = stack
         .client
-        .get(format!("{}/v1/models", stack.envoy.url()))
+        .get(format!("{}/health", stack.envoy.url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(models.status(), 200);
-    assert_eq!(header(&models, "x-sim-name"), "small");
-    assert!(models.headers().get("x-semantic-router-decision").is_none());
+    assert_eq!(health.status(), 200);
+    assert_eq!(header(&health, "x-sim-name"), "small");
+    assert!(health.headers().get("x-semantic-router-decision").is_none());
     stack.small.clear().await;
 
     let ungoverned = stack.chat(ask("gpt-4o", "hello"), &[]).await;
@@ -231,6 +231,43 @@ async fn other_paths_and_models_pass_through_untouched() {
             .get("x-semantic-router-decision")
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_model_list_across_pools_and_aliases() {
+    let stack = Stack::start(&[]);
+    let response = stack
+        .client
+        .get(format!("{}/v1/models", stack.envoy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-semantic-router-path"), "models");
+    let list: Value = response.json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "Qwen/Qwen3-1.7B",
+            "Qwen/Qwen3-30B-A3B",
+            "auto",
+            "offline",
+            "offline-model"
+        ]
+    );
+    for sim in [&stack.small, &stack.large, &stack.a100] {
+        assert!(
+            sim.requests().await.is_empty(),
+            "the router answers the list itself"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
