@@ -4,103 +4,21 @@
 //! router's header mutations (destination, `content-length`, decision headers) and the new
 //! body from its answer to that body message.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
-use crate::support::stack::{Router, Sim};
-
-/// Three simulated pools, the router on the sample policy naming them, Envoy (BUFFERED) in
-/// front.
-struct Buffered {
-    small: Sim,
-    large: Sim,
-    a100: Sim,
-    _manifests: tempfile::TempDir,
-    router: Router,
-    envoy: Envoy,
-    client: reqwest::Client,
-}
-
-impl Buffered {
-    fn start() -> Self {
-        let (small, large, a100) = (Sim::start("small"), Sim::start("large"), Sim::start("a100"));
-        let manifests = tempfile::tempdir().unwrap();
-        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
-        let pools = std::fs::read_to_string(samples.join("pools.yaml"))
-            .unwrap()
-            .replace("127.0.0.1:8001", &small.addr.to_string())
-            .replace("127.0.0.1:8002", &large.addr.to_string())
-            .replace("127.0.0.1:8003", &a100.addr.to_string());
-        std::fs::write(manifests.path().join("pools.yaml"), pools).unwrap();
-        std::fs::copy(
-            samples.join("route.yaml"),
-            manifests.path().join("route.yaml"),
-        )
-        .unwrap();
-        let router = Router::start(manifests.path(), &[]);
-        let envoy = Envoy::start(EnvoyConfig {
-            listen_port: free_port(),
-            admin_port: free_port(),
-            ext_proc_addr: router.extproc,
-            endpoints: vec![small.addr, large.addr, a100.addr],
-            passthrough: small.addr,
-            gateway_clusters: Vec::new(),
-            with_ext_proc: true,
-            buffered: true,
-        });
-        let config = std::fs::read_to_string(envoy.config_path()).unwrap();
-        assert!(config.contains("request_body_mode: BUFFERED"), "{config}");
-        Self {
-            small,
-            large,
-            a100,
-            _manifests: manifests,
-            router,
-            envoy,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.client
-            .post(format!("{}/v1/chat/completions", self.envoy.url()))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("envoy answers")
-    }
-
-    /// Fails with Envoy's and the router's logs.
-    fn logs(&self) -> String {
-        format!(
-            "--- envoy ---\n{}\n--- router ---\n{}",
-            self.envoy.logs(),
-            self.router.process.logs()
-        )
-    }
-}
+use crate::dataplane::{Stack, header, only_request};
+use crate::support::stack::Sim;
 
 fn ask(prompt: &str) -> Value {
-    json!({"model": "auto", "temperature": 0.2, "user": "u-42",
-           "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}]})
+    crate::dataplane::ask("auto", prompt)
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
-/// The only request `sim` received since it was last cleared.
-async fn only_request(sim: &Sim) -> Value {
-    let requests = sim.requests().await;
-    assert_eq!(requests.len(), 1, "{requests:#?}");
-    requests.into_iter().next().unwrap()
+/// The data-plane stack with Envoy's ext_proc filter in BUFFERED mode.
+fn start() -> Stack {
+    let stack = Stack::start_buffered();
+    let config = std::fs::read_to_string(stack.envoy.config_path()).unwrap();
+    assert!(config.contains("request_body_mode: BUFFERED"), "{config}");
+    stack
 }
 
 /// What a backend received for a routed prompt: the rewritten body, a `content-length` that
@@ -143,10 +61,10 @@ fn assert_rewritten(received: &Value, sim: &Sim, model: &str, pool: &str, thinki
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_prompts_reach_the_right_pool_with_the_rewritten_body() {
-    let stack = Buffered::start();
+    let stack = start();
 
     let simple = stack
-        .post(ask("What is the capital of North Carolina?").to_string())
+        .raw(ask("What is the capital of North Carolina?").to_string())
         .await;
     assert_eq!(simple.status(), 200, "{}", stack.logs());
     assert_eq!(header(&simple, "x-sim-name"), "small");
@@ -173,7 +91,7 @@ async fn buffered_prompts_reach_the_right_pool_with_the_rewritten_body() {
     );
 
     let math = stack
-        .post(ask("Compute the integral of x^2 from 0 to 3, step by step.").to_string())
+        .raw(ask("Compute the integral of x^2 from 0 to 3, step by step.").to_string())
         .await;
     assert_eq!(math.status(), 200, "{}", stack.logs());
     assert_eq!(header(&math, "x-sim-name"), "large");
@@ -196,7 +114,7 @@ async fn buffered_prompts_reach_the_right_pool_with_the_rewritten_body() {
         .map(|c| Ok(c.to_vec()))
         .collect();
     let chunked = stack
-        .post(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .raw(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .await;
     assert_eq!(chunked.status(), 200, "{}", stack.logs());
     assert_eq!(header(&chunked, "x-sim-name"), "large");
@@ -213,7 +131,7 @@ async fn buffered_prompts_reach_the_right_pool_with_the_rewritten_body() {
         "{} What is the capital of France?",
         "hello there ".repeat(20_000)
     );
-    let big = stack.post(ask(&long).to_string()).await;
+    let big = stack.raw(ask(&long).to_string()).await;
     assert_eq!(big.status(), 200, "{}", stack.logs());
     assert_eq!(header(&big, "x-sim-name"), "small");
     let received = stack.small.requests().await.pop().unwrap();
@@ -243,12 +161,12 @@ async fn buffered_prompts_reach_the_right_pool_with_the_rewritten_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_malformed_bodies_get_openai_errors() {
-    let stack = Buffered::start();
+    let stack = start();
     for (body, code) in [
         ("{not json", "invalid_json"),
         (r#"{"model":"auto"}"#, "missing_messages"),
     ] {
-        let response = stack.post(body).await;
+        let response = stack.raw(body).await;
         assert_eq!(response.status(), 400, "{code}\n{}", stack.logs());
         assert_eq!(header(&response, "x-semantic-router-path"), "error");
         assert_eq!(header(&response, "x-semantic-router-error"), code);
@@ -278,7 +196,7 @@ async fn buffered_malformed_bodies_get_openai_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_other_paths_and_models_pass_through_untouched() {
-    let stack = Buffered::start();
+    let stack = start();
 
     let models = stack
         .client
@@ -340,7 +258,7 @@ async fn buffered_other_paths_and_models_pass_through_untouched() {
 
     // A model no route governs: the router passes it after reading the body, unchanged.
     let ungoverned = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
-    let response = stack.post(ungoverned.to_string()).await;
+    let response = stack.raw(ungoverned.to_string()).await;
     assert_eq!(response.status(), 200, "{}", stack.logs());
     assert_eq!(header(&response, "x-sim-name"), "small");
     let received = only_request(&stack.small).await;
@@ -457,7 +375,7 @@ fn h2c_post(addr: std::net::SocketAddr, body: &[u8], trailers: bool) -> (String,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_http2_requests_are_routed() {
-    let stack = Buffered::start();
+    let stack = start();
     let addr = stack.envoy.listen_addr();
     let body = ask("Compute the integral of x^2 from 0 to 3, step by step.").to_string();
     let (status, data) =
@@ -488,7 +406,7 @@ async fn buffered_http2_requests_are_routed() {
 /// trailers; the router must answer it as the whole body.
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_http2_request_with_trailers_is_routed() {
-    let stack = Buffered::start();
+    let stack = start();
     let addr = stack.envoy.listen_addr();
     let body = ask("What is the capital of North Carolina?").to_string();
     let (status, data) = tokio::task::spawn_blocking(move || h2c_post(addr, body.as_bytes(), true))

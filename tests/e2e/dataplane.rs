@@ -53,6 +53,15 @@ spec:
 
 impl Stack {
     pub(crate) fn start(router_flags: &[&str]) -> Self {
+        Self::start_with(router_flags, false)
+    }
+
+    /// The same stack with Envoy's ext_proc filter in `request_body_mode: BUFFERED`.
+    pub(crate) fn start_buffered() -> Self {
+        Self::start_with(&[], true)
+    }
+
+    fn start_with(router_flags: &[&str], buffered: bool) -> Self {
         let (small, large, a100) = (Sim::start("small"), Sim::start("large"), Sim::start("a100"));
         let manifests = tempfile::tempdir().unwrap();
         write_policy(manifests.path(), &small, &large, &a100);
@@ -65,7 +74,7 @@ impl Stack {
             passthrough: small.addr,
             gateway_clusters: Vec::new(),
             with_ext_proc: true,
-            buffered: false,
+            buffered,
         });
         Self {
             small,
@@ -90,7 +99,16 @@ impl Stack {
         request.send().await.expect("envoy answers")
     }
 
-    async fn raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    /// Envoy's and the router's logs, for failure messages.
+    pub(crate) fn logs(&self) -> String {
+        format!(
+            "--- envoy ---\n{}\n--- router ---\n{}",
+            self.envoy.logs(),
+            self.router.process.logs()
+        )
+    }
+
+    pub(crate) async fn raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client
             .post(format!("{}/v1/chat/completions", self.envoy.url()))
             .header("content-type", "application/json")
@@ -115,7 +133,7 @@ pub(crate) fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str
 }
 
 /// The only request `sim` received since it was last cleared.
-async fn only_request(sim: &Sim) -> Value {
+pub(crate) async fn only_request(sim: &Sim) -> Value {
     let requests = sim.requests().await;
     assert_eq!(requests.len(), 1, "{requests:#?}");
     requests.into_iter().next().unwrap()
