@@ -25,7 +25,11 @@ lint:
 crds:
 	$(CARGO) run -q --bin semantic-router -- crds > crds/semantic-router.yaml
 
-## Data-plane benchmark through real Envoy (prints numbers; see benches/hop.rs).
+## Benchmarks (print numbers, assert nothing; need `make tools`): the ext_proc hop through
+## real Envoy against a do-nothing floor (benches/hop.rs), endpoint picking (benches/picking.rs),
+## and the MiniLM signal path against a bare Candle forward pass (benches/classify.rs).
 bench:
 	$(CARGO) build --release --bin semantic-router
 	$(CARGO) bench --bench hop
+	$(CARGO) bench --bench picking
+	$(CARGO) bench --bench classify
