@@ -1,5 +1,6 @@
 //! The `semantic-router` binary: wires the library's parts together.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,19 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions for SemanticRoute and ModelPool as YAML.
     Crds,
+    /// Explain how a policy routes one OpenAI request body read from stdin: the decision, the
+    /// rule that fired, the target and every signal's value, as JSON. No model signals.
+    Explain {
+        /// Directory of SemanticRoute and ModelPool manifests.
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// A request header, `name: value`; repeatable.
+        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The API the body is for.
+        #[arg(long, value_enum, default_value_t = Api::Chat)]
+        api: Api,
+    },
     /// Run the classifier on one text and print labels, scores and the embedding norm: handy
     /// for debugging a policy's thresholds.
     Classify {
@@ -164,6 +178,14 @@ struct RunArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Api {
+    /// `/v1/chat/completions`
+    Chat,
+    /// `/v1/completions`
+    Completions,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -173,9 +195,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => {
-            print!("{}", semantic_router::api::crds_yaml()?);
+            write!(
+                std::io::stdout().lock(),
+                "{}",
+                semantic_router::api::crds_yaml()?
+            )?;
             Ok(())
         }
+        Command::Explain {
+            manifests,
+            headers,
+            api,
+        } => explain(&manifests, &headers, api),
         Command::Classify {
             model,
             head,
@@ -185,7 +216,7 @@ fn main() -> anyhow::Result<()> {
             let report =
                 semantic_router::classify::classify_report(&model, &head, &text, max_tokens)
                     .with_context(|| format!("classifying with {}", model.display()))?;
-            print!("{report}");
+            write!(std::io::stdout().lock(), "{report}")?;
             Ok(())
         }
         Command::Run(args) => {
@@ -305,6 +336,55 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         async { admin.await.map_err(anyhow::Error::from) },
     )?;
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// `semantic-router explain`: the decision for a body on stdin under the policy in `dir`.
+fn explain(dir: &std::path::Path, headers: &[String], api: Api) -> anyhow::Result<()> {
+    use semantic_router::controller::manifests::load_dir;
+    use semantic_router::dataplane::openai::ApiKind;
+    use semantic_router::dataplane::processor::RequestView;
+    use std::io::Read;
+
+    let resources = load_dir(dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("cannot load {}:\n{}", dir.display(), lines.join("\n"))
+    })?;
+    let compiled = semantic_router::routing::compile(&resources);
+    for d in &compiled.diagnostics {
+        eprintln!("{d}");
+    }
+    let shared = SharedTable::default();
+    shared.publish(compiled.table);
+    let headers = headers
+        .iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("header {h:?} is not `name: value`"))?;
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        })
+        .collect::<anyhow::Result<std::collections::HashMap<_, _>>>()?;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("reading the request body from stdin")?;
+    let kind = match api {
+        Api::Chat => ApiKind::Chat,
+        Api::Completions => ApiKind::Completions,
+    };
+    let processor = Processor::new(shared, Arc::new(PolicyPicker::new()), Arc::new(NoModels));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let explanation = runtime.block_on(processor.explain(RequestView {
+        kind,
+        headers: &headers,
+        body: &body,
+    }));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(&explanation)?)?;
     Ok(())
 }
 

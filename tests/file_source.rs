@@ -182,3 +182,42 @@ async fn run_logs_the_table_and_names_a_broken_file() {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn explain_cli_reads_a_body_and_prints_the_decision() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_semantic-router"))
+        .args(["explain", "--manifests"])
+        .arg(samples())
+        .args(["-H", "x-team: research"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            br#"{"model":"auto","messages":[{"role":"user","content":"prove this theorem"}]}"#,
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let explained: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(explained["decision"], "research-reasoning");
+    assert_eq!(
+        explained["rule"],
+        "all [team-research] and any [stem, code]"
+    );
+    assert_eq!(explained["target"]["pool"], "qwen3-large-a100");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SignalNotLoaded"),
+        "the policy's model signal is reported as not loaded"
+    );
+}
