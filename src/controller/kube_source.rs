@@ -98,6 +98,7 @@ impl KubeSource {
             }
             tracing::info!("initial sync of ModelPool, SemanticRoute and EndpointSlice done");
             let mut last: Option<Fingerprint> = None;
+            let mut election_open = true;
             loop {
                 let pool_list: Vec<ModelPool> =
                     pools.state().iter().map(|p| (**p).clone()).collect();
@@ -129,7 +130,8 @@ impl KubeSource {
                 }
                 tokio::select! {
                     event = changed.recv() => if event.is_none() { return Ok(()) },
-                    result = leader.changed() => if result.is_err() { std::future::pending::<()>().await },
+                    // A fixed leadership (no election) has no sender: stop watching it.
+                    result = leader.changed(), if election_open => election_open = result.is_ok(),
                 }
                 tokio::time::sleep(SETTLE).await;
                 while changed.try_recv().is_ok() {}

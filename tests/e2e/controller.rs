@@ -150,6 +150,33 @@ async fn applied_policy_routes_within_a_second_and_follows_updates_and_deletes()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn without_leader_election_changes_keep_flowing_and_status_is_written() {
+    let server = cluster().await;
+    let router = Router::start_kube(server.kubeconfig(), &["--no-leader-election"]);
+    apply(&server, POOLS).await;
+    apply(&server, SLICE).await;
+    apply(&server, ROUTE).await;
+    eventually("the route", Duration::from_secs(10), || async {
+        router.explain("auto", "integral", &[]).await["decision"] == "reasoning"
+    })
+    .await;
+    apply(
+        &server,
+        &ROUTE.replace("keywords: [integral]", "keywords: [derivative]"),
+    )
+    .await;
+    eventually("the update", Duration::from_secs(10), || async {
+        router.explain("auto", "integral", &[]).await["decision"] == "default"
+    })
+    .await;
+    eventually("status written", Duration::from_secs(10), || async {
+        let route = get(&server, "semanticroute/auto").await;
+        route["status"]["observedGeneration"] == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn status_is_honest_and_tracks_generation() {
     let server = cluster().await;
     let _router = router(&server);
