@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use semantic_router::classify::{HubOptions, ModelSource};
 use semantic_router::controller::kube_source::KubeSource;
 use semantic_router::controller::{file_source, leader};
 use semantic_router::dataplane::admin::AdminState;
@@ -60,9 +61,11 @@ enum Command {
     /// Run the classifier on one text and print labels, scores and the embedding norm: handy
     /// for debugging a policy's thresholds.
     Classify {
-        /// Encoder directory (config.json, tokenizer.json, *.safetensors), e.g. all-MiniLM-L6-v2.
-        #[arg(long, value_name = "DIR")]
-        model: PathBuf,
+        /// Encoder: a directory (config.json, tokenizer.json, *.safetensors) or a Hugging Face
+        /// model id `org/name[@revision]`, read from the Hub cache (HF_HUB_CACHE, HF_HOME) or
+        /// downloaded into it unless HF_HUB_OFFLINE is set.
+        #[arg(long, value_name = "DIR|HUB_ID", value_parser = parse_model_source)]
+        model: ModelSource,
         /// Classification head directory (head.safetensors + labels.json); repeatable.
         #[arg(long, value_name = "DIR")]
         head: Vec<PathBuf>,
@@ -129,9 +132,12 @@ struct RunArgs {
 
     /// Encoder for model signals (example-prompt similarity, categories, jailbreak): a
     /// directory with config.json, tokenizer.json and *.safetensors (BERT, MiniLM, ModernBERT,
-    /// DeBERTa-v2). Without it, decisions that need a model signal do not match.
-    #[arg(long, value_name = "DIR", env = "SR_ENCODER")]
-    encoder: Option<PathBuf>,
+    /// DeBERTa-v2), or a Hugging Face model id `org/name[@revision]` taken from the Hub cache
+    /// (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub) and downloaded into it
+    /// when missing, unless HF_HUB_OFFLINE=1. Without it, decisions that need a model signal
+    /// do not match.
+    #[arg(long, value_name = "DIR|HUB_ID", env = "SR_ENCODER", value_parser = parse_model_source)]
+    encoder: Option<ModelSource>,
 
     /// Head for `category` signals (head.safetensors + labels.json over the encoder).
     #[arg(
@@ -213,14 +219,17 @@ fn main() -> anyhow::Result<()> {
             max_tokens,
             text,
         } => {
-            let report =
-                semantic_router::classify::classify_report(&model, &head, &text, max_tokens)
-                    .with_context(|| format!("classifying with {}", model.display()))?;
+            init_logging(cli.log_format, &cli.log, LogTo::Stderr)?;
+            let dir = model
+                .resolve(&HubOptions::from_env())
+                .with_context(|| format!("finding the model {model}"))?;
+            let report = semantic_router::classify::classify_report(&dir, &head, &text, max_tokens)
+                .with_context(|| format!("classifying with {model}"))?;
             write!(std::io::stdout().lock(), "{report}")?;
             Ok(())
         }
         Command::Run(args) => {
-            init_logging(cli.log_format, &cli.log)?;
+            init_logging(cli.log_format, &cli.log, LogTo::Stdout)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(*args))
         }
@@ -401,12 +410,15 @@ fn load_models(
     use semantic_router::dataplane::signals::{CandleSignals, HeadNames, JAILBREAK_LABEL};
     use semantic_router::routing::ModelCapabilities;
 
-    let Some(dir) = &args.encoder else {
+    let Some(source) = &args.encoder else {
         return Ok(Arc::new(NoModels));
     };
     let started = std::time::Instant::now();
+    let dir = source
+        .resolve(&HubOptions::from_env())
+        .with_context(|| format!("finding the encoder {source}"))?;
     let encoder = Encoder::load(
-        dir,
+        &dir,
         &EncoderOptions {
             max_tokens: args.classify_max_tokens,
             ..EncoderOptions::default()
@@ -451,7 +463,7 @@ fn load_models(
     )?;
     service.register(registry);
     shared.set_models(capabilities);
-    tracing::info!(encoder = %dir.display(), elapsed = ?started.elapsed(), "models loaded");
+    tracing::info!(encoder = %source, dir = %dir.display(), elapsed = ?started.elapsed(), "models loaded");
     let signals = CandleSignals::new(
         service,
         names,
@@ -504,13 +516,29 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+/// clap's reading of a model argument: a folder or a Hub id (never an error here; a missing
+/// folder is reported when it is loaded).
+fn parse_model_source(value: &str) -> Result<ModelSource, std::convert::Infallible> {
+    Ok(ModelSource::parse(value))
+}
+
+/// Where logs go: `run` logs to stdout (a service's log stream); commands whose stdout is
+/// their answer log to stderr.
+#[derive(Clone, Copy)]
+enum LogTo {
+    Stdout,
+    Stderr,
+}
+
+fn init_logging(format: LogFormat, filter: &str, to: LogTo) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid log filter {filter:?}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match (format, to) {
+        (LogFormat::Text, LogTo::Stdout) => builder.init(),
+        (LogFormat::Text, LogTo::Stderr) => builder.with_writer(std::io::stderr).init(),
+        (LogFormat::Json, LogTo::Stdout) => builder.json().init(),
+        (LogFormat::Json, LogTo::Stderr) => builder.json().with_writer(std::io::stderr).init(),
     }
     Ok(())
 }

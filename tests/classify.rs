@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use semantic_router::classify::{
-    Architecture, ClassifierService, ClassifyError, Encoder, EncoderOptions, ServiceConfig,
-    classify_report, tiny,
+    Architecture, ClassifierService, ClassifyError, Encoder, EncoderOptions, HubOptions,
+    ModelSource, ServiceConfig, classify_report, tiny,
 };
 use tempfile::TempDir;
+
+#[path = "support/fake_hub.rs"]
+mod fake_hub;
+use fake_hub::FakeHub;
 
 const ARCHS: [Architecture; 3] = [
     Architecture::Bert,
@@ -475,6 +479,150 @@ fn cli_report_shows_tokens_embedding_and_heads() {
             "{needle:?} missing from:\n{report}"
         );
     }
+}
+
+// ---- models named by a Hugging Face Hub id ---------------------------------------------------
+
+fn hub_options(cache: &Path, endpoint: &str, offline: bool) -> HubOptions {
+    HubOptions {
+        cache_dir: cache.to_path_buf(),
+        endpoint: endpoint.to_string(),
+        offline,
+        token: None,
+    }
+}
+
+#[test]
+fn a_hub_model_is_downloaded_once_then_served_from_the_cache_offline() {
+    let (_model_tmp, model_dir) = tiny_model(Architecture::Bert, Some(LABELS));
+    let hub = FakeHub::start("acme/tiny-bert", &model_dir);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let source = ModelSource::parse("acme/tiny-bert");
+
+    let dir = source
+        .resolve(&hub_options(cache.path(), &hub.endpoint, false))
+        .expect("downloaded");
+    let repo = cache.path().join("models--acme--tiny-bert");
+    assert_eq!(dir, repo.join("snapshots").join(fake_hub::COMMIT));
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        assert!(dir.join(file).is_file(), "{file} in the snapshot");
+    }
+    assert!(
+        !dir.join("README.md").exists(),
+        "only what the encoder needs"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).expect("ref"),
+        fake_hub::COMMIT
+    );
+    let text = ["hello there , good evening"];
+    assert_eq!(
+        load(&dir, 64).encode(&text).expect("downloaded model"),
+        load(&model_dir, 64).encode(&text).expect("original"),
+        "the downloaded model is the served one"
+    );
+
+    // The next start needs no network: offline, and the Hub is never asked.
+    let served = hub.requests();
+    let again = source
+        .resolve(&hub_options(cache.path(), &hub.endpoint, true))
+        .expect("from the cache");
+    assert_eq!(again, dir);
+    let online = source
+        .resolve(&hub_options(cache.path(), &hub.endpoint, false))
+        .expect("complete cache");
+    assert_eq!(online, dir);
+    assert_eq!(hub.requests(), served, "a complete cache is not re-checked");
+
+    // The binary reads the same settings as huggingface_hub.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_semantic-router"))
+        .args([
+            "classify",
+            "--model",
+            "acme/tiny-bert",
+            "what is two plus two",
+        ])
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run semantic-router classify");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("jailbreak"),
+        "checkpoint head labels:\n{report}"
+    );
+    assert!(report.contains(&dir.display().to_string()), "{report}");
+}
+
+#[test]
+fn hub_failures_name_the_model_and_the_fix() {
+    let (_model_tmp, model_dir) = tiny_model(Architecture::Bert, None);
+    let hub = FakeHub::start("acme/tiny-bert", &model_dir);
+    let cache = tempfile::tempdir().expect("cache dir");
+
+    let err = ModelSource::parse("acme/tiny-bert")
+        .resolve(&hub_options(cache.path(), &hub.endpoint, true))
+        .expect_err("offline with an empty cache");
+    assert_eq!(err.kind(), "not_cached");
+    let message = err.to_string();
+    assert!(message.contains("acme/tiny-bert@main"), "{message}");
+    assert!(
+        message.contains(&cache.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("HF_HUB_OFFLINE"), "{message}");
+    assert_eq!(hub.requests(), 0, "offline means no request");
+
+    let err = ModelSource::parse("acme/missing")
+        .resolve(&hub_options(cache.path(), &hub.endpoint, false))
+        .expect_err("unknown repository");
+    assert_eq!(err.kind(), "hub");
+    let message = err.to_string();
+    assert!(message.contains("acme/missing@main"), "{message}");
+    assert!(message.contains(&hub.endpoint), "{message}");
+
+    // A folder that is not there stays a folder error, not a Hub lookup.
+    let err = Encoder::load(
+        &ModelSource::parse("./no-such-model")
+            .resolve(&hub_options(cache.path(), &hub.endpoint, true))
+            .expect("a folder resolves to itself"),
+        &EncoderOptions::default(),
+    )
+    .expect_err("missing folder");
+    assert_eq!(err.kind(), "io");
+
+    // A cached snapshot missing its tokenizer is reported by file, offline.
+    ModelSource::parse("acme/tiny-bert")
+        .resolve(&hub_options(cache.path(), &hub.endpoint, false))
+        .expect("downloaded");
+    let snapshot = cache
+        .path()
+        .join("models--acme--tiny-bert/snapshots")
+        .join(fake_hub::COMMIT);
+    std::fs::remove_file(snapshot.join("tokenizer.json")).expect("rm tokenizer");
+    let err = ModelSource::parse("acme/tiny-bert")
+        .resolve(&hub_options(cache.path(), &hub.endpoint, true))
+        .expect_err("incomplete cache");
+    assert!(err.to_string().contains("missing: tokenizer.json"), "{err}");
+    // Online, the missing file is fetched again.
+    ModelSource::parse("acme/tiny-bert")
+        .resolve(&hub_options(cache.path(), &hub.endpoint, false))
+        .expect("repaired");
+    assert!(snapshot.join("tokenizer.json").is_file());
+
+    let err = ModelSource::parse("acme/tiny-bert")
+        .resolve(&hub_options(
+            tempfile::tempdir().expect("empty cache").path(),
+            "http://127.0.0.1:1",
+            false,
+        ))
+        .expect_err("unreachable Hub");
+    assert_eq!(err.kind(), "hub");
 }
 
 // ---- the real all-MiniLM-L6-v2 -------------------------------------------------------------

@@ -54,6 +54,29 @@ pub enum ClassifyError {
     /// A forward pass failed.
     #[error("inference failed: {0}")]
     Inference(#[source] Arc<candle_core::Error>),
+    /// A Hub model is not (completely) in the local cache and the network may not be used.
+    #[error(
+        "model {model} is not in the Hugging Face cache {cache} (missing: {missing}) and HF_HUB_OFFLINE is set; \
+         fill the cache once with network access, point HF_HUB_CACHE at a cache that holds it, or pass a local folder"
+    )]
+    NotCached {
+        /// `repo@revision`.
+        model: String,
+        /// The cache folder searched.
+        cache: PathBuf,
+        /// The files it lacks.
+        missing: String,
+    },
+    /// The Hub could not be asked for a model, or refused it.
+    #[error("cannot fetch model {model} from {endpoint}: {message}")]
+    Hub {
+        /// `repo@revision`.
+        model: String,
+        /// The Hub's base URL.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The caller asked for a head the service does not have.
     #[error("unknown classification head {0:?}")]
     UnknownHead(String),
@@ -92,6 +115,8 @@ impl ClassifyError {
             Self::InvalidFile { .. } => "invalid_file",
             Self::UnsupportedArchitecture { .. } => "unsupported_architecture",
             Self::Model { .. } => "model",
+            Self::NotCached { .. } => "not_cached",
+            Self::Hub { .. } => "hub",
             Self::Tokenize(_) => "tokenize",
             Self::Inference(_) => "inference",
             Self::UnknownHead(_) => "unknown_head",

@@ -8,6 +8,8 @@
 //!
 //! - [`encoder`]: load a model folder (BERT/MiniLM, ModernBERT, DeBERTa-v2), tokenize with a
 //!   token budget, forward, mean-pool, L2-normalise.
+//! - [`hub`]: a model named by its Hugging Face Hub id, from the local Hub cache or
+//!   downloaded into it.
 //! - [`head`]: our own linear / one-hidden-layer heads stored as `head.safetensors` +
 //!   `labels.json`; a fine-tuned checkpoint's own classifier is served too.
 //! - [`service`]: the async API; inference off the runtime on OS threads, dynamic batching,
@@ -23,6 +25,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod head;
+pub mod hub;
 pub mod metrics;
 mod pooling;
 mod queue;
@@ -37,6 +40,7 @@ pub use device::default_device;
 pub use encoder::{Encoder, EncoderOptions, EncoderOutput};
 pub use error::{ClassifyError, Result};
 pub use head::Head;
+pub use hub::{HubOptions, ModelSource};
 pub use metrics::ClassifierMetrics;
 pub use service::{Analysis, ClassifierService, ServiceConfig, default_workers};
 pub use tokenize::{DEFAULT_MAX_TOKENS, TextTokenizer, Tokens};

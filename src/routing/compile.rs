@@ -381,16 +381,16 @@ fn compile_route(
         return None;
     }
 
-    Some(Route {
+    Some(Route::new(
         key,
         models,
         headers,
         signals,
-        jailbreak: spec.signals.jailbreak.clone(),
+        spec.signals.jailbreak.clone(),
         decisions,
         default_target,
-        cache: spec.cache.clone(),
-    })
+        spec.cache.clone(),
+    ))
 }
 
 fn compile_signals(signals: &api::Signals) -> Vec<Signal> {

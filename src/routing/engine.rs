@@ -115,29 +115,6 @@ impl Route {
             })
     }
 
-    /// Signals some decision reads; only these need computing.
-    pub fn needed_signals(&self) -> impl Iterator<Item = SignalId> + '_ {
-        let mut needed = vec![false; self.signals.len()];
-        for d in &self.decisions {
-            for id in d.when.signals() {
-                needed[id] = true;
-            }
-        }
-        needed
-            .into_iter()
-            .enumerate()
-            .filter_map(|(id, n)| n.then_some(id))
-    }
-
-    /// Whether the request needs a model: a needed signal takes one, or the route screens
-    /// for jailbreaks.
-    pub fn needs_model(&self) -> bool {
-        self.jailbreak.is_some()
-            || self
-                .needed_signals()
-                .any(|id| self.signals[id].kind.needs_model())
-    }
-
     /// Computes the needed signals that take no model: keywords over `prompt`, and headers.
     pub fn evaluate_rule_signals(&self, prompt: &str, headers: &impl Headers) -> SignalValues {
         let mut values = SignalValues(vec![None; self.signals.len()]);

@@ -84,6 +84,58 @@ pub struct Route {
     pub default_target: Target,
     /// Semantic cache policy.
     pub cache: Option<CachePolicy>,
+    /// Signals some decision reads, ascending: only these are computed per request.
+    needed: Vec<SignalId>,
+    /// Whether a request needs the model: a needed signal takes one, or jailbreak screening.
+    needs_model: bool,
+}
+
+impl Route {
+    /// A route; what its requests need computed is derived here, once per table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: ObjectKey,
+        models: Vec<String>,
+        headers: Vec<(String, Vec<String>)>,
+        signals: Vec<Signal>,
+        jailbreak: Option<JailbreakPolicy>,
+        decisions: Vec<Decision>,
+        default_target: Target,
+        cache: Option<CachePolicy>,
+    ) -> Self {
+        let mut read = vec![false; signals.len()];
+        for d in &decisions {
+            for id in d.when.signals() {
+                read[id] = true;
+            }
+        }
+        let needed: Vec<SignalId> = (0..signals.len()).filter(|&id| read[id]).collect();
+        let needs_model =
+            jailbreak.is_some() || needed.iter().any(|&id| signals[id].kind.needs_model());
+        Self {
+            key,
+            models,
+            headers,
+            signals,
+            jailbreak,
+            decisions,
+            default_target,
+            cache,
+            needed,
+            needs_model,
+        }
+    }
+
+    /// Signals some decision reads; only these need computing.
+    pub fn needed_signals(&self) -> impl Iterator<Item = SignalId> + '_ {
+        self.needed.iter().copied()
+    }
+
+    /// Whether the request needs a model: a needed signal takes one, or the route screens
+    /// for jailbreaks.
+    pub fn needs_model(&self) -> bool {
+        self.needs_model
+    }
 }
 
 /// Index of a signal in its route's [`Route::signals`].
