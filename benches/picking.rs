@@ -289,7 +289,7 @@ fn spawn(bin: &str, args: &[String], log: &Path) -> Proc {
 }
 
 fn wait_http(url: &str, what: &str, log: &Path) {
-    let client = reqwest::blocking_get_ok;
+    let client = http::blocking_get_ok;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !client(url) {
         assert!(
@@ -301,33 +301,8 @@ fn wait_http(url: &str, what: &str, log: &Path) {
     }
 }
 
-mod reqwest {
-    pub use ::reqwest::*;
-
-    /// A blocking GET that is true on 2xx, over std TCP.
-    pub fn blocking_get_ok(url: &str) -> bool {
-        use std::io::{Read, Write};
-        let Some(rest) = url.strip_prefix("http://") else {
-            return false;
-        };
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-        if write!(
-            stream,
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .is_err()
-        {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 2")
-    }
-}
+#[path = "../tests/support/http.rs"]
+mod http;
 
 /// Simulators, the router on a one-pool policy, Envoy in front.
 struct Stack {

@@ -197,7 +197,7 @@ impl Router {
                 .args(["--admin-listen", &admin.to_string()]),
         );
         let url = format!("http://{admin}/readyz");
-        process.wait_for("router", || reqwest::blocking_get_ok(&url));
+        process.wait_for("router", || http::blocking_get_ok(&url));
         Self {
             extproc,
             admin,
@@ -238,30 +238,5 @@ impl Router {
     }
 }
 
-mod reqwest {
-    pub use ::reqwest::*;
-
-    /// A blocking GET that is true on 2xx, without reqwest's blocking feature.
-    pub fn blocking_get_ok(url: &str) -> bool {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return false;
-        };
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-            return false;
-        };
-        use std::io::{Read, Write};
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-        if write!(
-            stream,
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .is_err()
-        {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 2")
-    }
-}
+#[path = "../../support/http.rs"]
+mod http;
