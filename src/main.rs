@@ -97,7 +97,8 @@ struct RunArgs {
     #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
     lease_namespace: String,
 
-    /// Kubernetes mode: this replica's identity in the Lease (default: the host name).
+    /// Kubernetes mode: this replica's identity in the Lease (default: the host name) and
+    /// in the Events it records.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
 
@@ -301,7 +302,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     client.clone(),
                     &args.lease_namespace,
                     &args.lease_name,
-                    args.identity,
+                    args.identity.clone(),
                 )
                 .await?
             };
@@ -312,6 +313,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 on_watch_error: Arc::new(move || {
                     watch_errors.inc();
                 }),
+                instance: args.identity,
             };
             let shared = shared.clone();
             Box::pin(async move { Ok(source.run(shared, until_stopped).await?) })

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,7 +26,7 @@ use crate::routing::{Resources, SharedTable};
 
 use super::endpoints::discover;
 use super::publish::compile_and_publish;
-use super::status::{pool_status, route_status, same_conditions};
+use super::status::{condition_events, pool_status, route_status, same_conditions};
 
 /// Field manager of the status the router writes.
 pub const FIELD_MANAGER: &str = "semantic-router";
@@ -42,7 +44,14 @@ pub struct KubeSource {
     pub leader: watch::Receiver<bool>,
     /// Counts watch errors (API server unreachable, and so on).
     pub on_watch_error: Arc<dyn Fn() + Send + Sync>,
+    /// This replica's name in the Events it records (`reportingInstance`).
+    pub instance: Option<String>,
 }
+
+/// The `action` of the Events the router records: it compiled the object into its table.
+const EVENT_ACTION: &str = "Compile";
+/// Longest Event note the API accepts, in bytes.
+const EVENT_NOTE_LIMIT: usize = 1024;
 
 /// Why the source stopped.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +88,13 @@ impl KubeSource {
             self.reflect::<EndpointSlice>("EndpointSlice", changed_tx.clone());
         let mut leader = self.leader.clone();
         let client = self.client.clone();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance: self.instance.clone(),
+            },
+        );
 
         let work = async {
             for (store, kind) in [
@@ -125,7 +141,7 @@ impl KubeSource {
                     if is_leader {
                         let compiled =
                             compiled.unwrap_or_else(|| crate::routing::compile(&resources));
-                        write_statuses(&client, &resources, &compiled).await;
+                        write_statuses(&client, &recorder, &resources, &compiled).await;
                     }
                 }
                 tokio::select! {
@@ -225,9 +241,11 @@ fn fingerprint(resources: &Resources) -> Fingerprint {
     }
 }
 
-/// Server-side-applies the status of every resource whose status changed.
+/// Server-side-applies the status of every resource whose status changed, and records an
+/// Event for each condition that failed or recovered.
 async fn write_statuses(
     client: &Client,
+    recorder: &Recorder,
     resources: &Resources,
     compiled: &crate::routing::Compiled,
 ) {
@@ -241,7 +259,10 @@ async fn write_statuses(
         }) {
             continue;
         }
-        apply_status::<SemanticRoute, _>(client, route, "SemanticRoute", &status).await;
+        if apply_status::<SemanticRoute, _>(client, route, "SemanticRoute", &status).await {
+            let previous = current.map(|c| c.conditions.as_slice()).unwrap_or_default();
+            record_events(recorder, route, previous, &status.conditions).await;
+        }
     }
     for pool in &resources.pools {
         let status = pool_status(pool, compiled, &compiled.table);
@@ -253,11 +274,67 @@ async fn write_statuses(
         }) {
             continue;
         }
-        apply_status::<ModelPool, _>(client, pool, "ModelPool", &status).await;
+        if apply_status::<ModelPool, _>(client, pool, "ModelPool", &status).await {
+            let previous = current.map(|c| c.conditions.as_slice()).unwrap_or_default();
+            record_events(recorder, pool, previous, &status.conditions).await;
+        }
     }
 }
 
-async fn apply_status<K, S>(client: &Client, object: &K, kind: &str, status: &S)
+/// Records the Events the change from `previous` to `next` conditions deserves on `object`;
+/// a refused Event is logged, never retried (status already says the same).
+async fn record_events<K>(
+    recorder: &Recorder,
+    object: &K,
+    previous: &[Condition],
+    next: &[Condition],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let events = condition_events(previous, next);
+    if events.is_empty() {
+        return;
+    }
+    let reference = object.object_ref(&());
+    for change in events {
+        let event = Event {
+            type_: if change.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: change.reason,
+            note: Some(truncate(change.note, EVENT_NOTE_LIMIT)),
+            action: EVENT_ACTION.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(
+                kind = reference.kind.as_deref().unwrap_or_default(),
+                name = reference.name.as_deref().unwrap_or_default(),
+                reason = %event.reason,
+                "cannot record an Event: {e}"
+            );
+        }
+    }
+}
+
+/// `text` cut to at most `limit` bytes on a character boundary, marked with an ellipsis.
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+/// Whether the status was written.
+async fn apply_status<K, S>(client: &Client, object: &K, kind: &str, status: &S) -> bool
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + serde::de::DeserializeOwned
@@ -278,8 +355,14 @@ where
         .patch_status(&name, &params, &Patch::Apply(&patch))
         .await
     {
-        Ok(_) => tracing::debug!(kind, %namespace, %name, "status written"),
-        Err(e) => tracing::warn!(kind, %namespace, %name, "cannot write status: {e}"),
+        Ok(_) => {
+            tracing::debug!(kind, %namespace, %name, "status written");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(kind, %namespace, %name, "cannot write status: {e}");
+            false
+        }
     }
 }
 
@@ -384,5 +467,21 @@ mod tests {
                 "leases {verb}"
             );
         }
+        // Events go to each object's own namespace; a series is patched.
+        for verb in ["create", "patch"] {
+            assert!(
+                allows(&cluster, "events.k8s.io", "events", verb),
+                "events {verb}"
+            );
+        }
+        assert!(!allows(&cluster, "events.k8s.io", "events", "delete"));
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(super::truncate("short".into(), 1024), "short");
+        let long = "é".repeat(600);
+        let cut = super::truncate(long, 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
     }
 }

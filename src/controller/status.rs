@@ -157,6 +157,41 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
         })
 }
 
+/// A condition change worth a Kubernetes Event on the object, so `kubectl describe` and
+/// event-based alerting see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionEvent {
+    /// A Warning when a condition turned False; Normal when it recovered.
+    pub warning: bool,
+    /// The condition's reason (CamelCase).
+    pub reason: String,
+    /// The condition's message.
+    pub note: String,
+}
+
+/// The Events a status change deserves: a Warning for each condition that is False now and
+/// was not False for the same reason before, a Normal one for each that went from False to
+/// True. Unchanged conditions, and conditions True from the start, say nothing.
+pub fn condition_events(previous: &[Condition], next: &[Condition]) -> Vec<ConditionEvent> {
+    next.iter()
+        .filter_map(|c| {
+            let before = previous.iter().find(|p| p.type_ == c.type_);
+            let was_false = before.is_some_and(|p| p.status == "False");
+            let same_failure = was_false && before.is_some_and(|p| p.reason == c.reason);
+            let warning = match c.status.as_str() {
+                "False" if !same_failure => true,
+                "True" if was_false => false,
+                _ => return None,
+            };
+            Some(ConditionEvent {
+                warning,
+                reason: c.reason.clone(),
+                note: c.message.clone(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +283,67 @@ mod tests {
             (ready.ready_endpoints, ready.conditions[0].status.as_str()),
             (2, "True")
         );
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: format!("{type_} is {status}: {reason}"),
+            observed_generation: Some(1),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn events_mark_failures_and_recoveries_not_steady_states() {
+        let ok = [
+            cond("Accepted", "True", "Accepted"),
+            cond("ResolvedRefs", "True", "ResolvedRefs"),
+        ];
+        assert!(
+            condition_events(&[], &ok).is_empty(),
+            "healthy from the start"
+        );
+        assert!(condition_events(&ok, &ok).is_empty());
+
+        let broken = [
+            cond("Accepted", "True", "Accepted"),
+            cond("ResolvedRefs", "False", "PoolNotFound"),
+        ];
+        let events = condition_events(&ok, &broken);
+        assert_eq!(
+            events,
+            [ConditionEvent {
+                warning: true,
+                reason: "PoolNotFound".into(),
+                note: "ResolvedRefs is False: PoolNotFound".into()
+            }]
+        );
+        assert_eq!(
+            condition_events(&[], &broken).len(),
+            1,
+            "broken from the start"
+        );
+        assert!(
+            condition_events(&broken, &broken).is_empty(),
+            "same failure: no repeat"
+        );
+
+        let other = [
+            cond("Accepted", "True", "Accepted"),
+            cond("ResolvedRefs", "False", "ModelNotServed"),
+        ];
+        let events = condition_events(&broken, &other);
+        assert_eq!(
+            (events.len(), events[0].reason.as_str()),
+            (1, "ModelNotServed")
+        );
+
+        let events = condition_events(&broken, &ok);
+        assert_eq!(events.len(), 1);
+        assert!(!events[0].warning, "a recovery is Normal");
+        assert_eq!(events[0].reason, "ResolvedRefs");
     }
 }

@@ -70,6 +70,7 @@ async fn cluster() -> ApiServer {
             "--timeout=30s",
             "crd/endpointslices.discovery.k8s.io",
             "crd/leases.coordination.k8s.io",
+            "crd/events.events.k8s.io",
         ])
         .await;
     server
@@ -99,6 +100,23 @@ fn condition<'a>(object: &'a Value, kind: &str) -> &'a Value {
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == kind))
         .unwrap_or(&Value::Null)
+}
+
+/// `(type, reason)` of the Events recorded about `kind`/`name`, oldest first.
+async fn events_about(server: &ApiServer, kind: &str, name: &str) -> Vec<(String, String)> {
+    let list = get(server, "events.events.k8s.io").await;
+    let mut events: Vec<(String, String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (text("eventTime"), text("type"), text("reason"))
+        })
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, t, r)| (t, r)).collect()
 }
 
 fn router(server: &ApiServer) -> Router {
@@ -197,6 +215,19 @@ async fn status_is_honest_and_tracks_generation() {
     let pool = get(&server, "modelpool/large").await;
     assert_eq!(condition(&pool, "Ready")["status"], "False", "{pool}");
     assert_eq!(condition(&pool, "Ready")["reason"], "NoReadyEndpoints");
+    let warning = ("Warning".to_string(), "NoReadyEndpoints".to_string());
+    eventually(
+        "a Warning Event on the pool without endpoints",
+        Duration::from_secs(10),
+        || async { events_about(&server, "ModelPool", "large").await == [warning.clone()] },
+    )
+    .await;
+    assert!(
+        events_about(&server, "SemanticRoute", "auto")
+            .await
+            .is_empty(),
+        "a route healthy from the start records nothing"
+    );
 
     apply(&server, SLICE).await;
     eventually(
@@ -205,6 +236,15 @@ async fn status_is_honest_and_tracks_generation() {
         || async {
             let pool = get(&server, "modelpool/large").await;
             condition(&pool, "Ready")["status"] == "True" && pool["status"]["readyEndpoints"] == 1
+        },
+    )
+    .await;
+    eventually(
+        "a Normal Event when the pool recovers",
+        Duration::from_secs(10),
+        || async {
+            events_about(&server, "ModelPool", "large").await
+                == [warning.clone(), ("Normal".into(), "Ready".into())]
         },
     )
     .await;
@@ -241,6 +281,15 @@ async fn status_is_honest_and_tracks_generation() {
         "the default keeps it in force"
     );
     assert_eq!(route["status"]["decisions"], 0);
+    eventually(
+        "a Warning Event naming the failure on the route",
+        Duration::from_secs(10),
+        || async {
+            events_about(&server, "SemanticRoute", "auto").await
+                == [("Warning".into(), "PoolNotFound".into())]
+        },
+    )
+    .await;
 
     let lease = get(&server, "lease.coordination.k8s.io/semantic-router").await;
     assert!(
