@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use semantic_router::cache::{CacheLimits, SemanticCache};
 use semantic_router::classify::{HubOptions, ModelSource};
 use semantic_router::controller::kube_source::KubeSource;
 use semantic_router::controller::{file_source, leader};
@@ -179,6 +180,15 @@ struct RunArgs {
     #[arg(long, default_value_t = 200, env = "SR_CLASSIFY_BUDGET_MS")]
     classify_budget_ms: u64,
 
+    /// Most answers the semantic cache keeps, across routes (a route enables caching with
+    /// `spec.cache`; least recently used answers go first).
+    #[arg(long, default_value_t = 4096, env = "SR_CACHE_MAX_ENTRIES")]
+    cache_max_entries: usize,
+
+    /// Most mebibytes of answers (and their embeddings) the semantic cache keeps.
+    #[arg(long, default_value_t = 64, env = "SR_CACHE_MAX_MIB")]
+    cache_max_mib: usize,
+
     /// Seconds open ext_proc streams get to finish after SIGTERM.
     #[arg(long, default_value_t = 10, env = "SR_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: u64,
@@ -260,7 +270,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let picker = Arc::new(PolicyPicker::new());
     tokio::spawn(picker.clone().maintain(shared.clone()));
     let models = load_models(&args, &shared, &mut registry)?;
-    let processor = Arc::new(Processor::new(shared.clone(), picker.clone(), models));
+    let cache = SemanticCache::new(CacheLimits {
+        max_entries: args.cache_max_entries,
+        max_bytes: args.cache_max_mib.saturating_mul(1 << 20),
+    });
+    let processor = Arc::new(
+        Processor::new(shared.clone(), picker.clone(), models).with_cache(Arc::new(cache)),
+    );
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

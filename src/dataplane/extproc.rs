@@ -21,8 +21,8 @@ use tonic::{Status, Streaming};
 use super::error::RequestError;
 use super::metrics::{ErrorLabels, Metrics, OutcomeLabels, RouteLabels, TokenLabels};
 use super::mutations::{
-    self, DESTINATION_HEADER, DESTINATION_NAMESPACE, header_mutation, immediate, replaced_body,
-    set_header, streamed_body,
+    self, CACHE_HEADER, DESTINATION_HEADER, DESTINATION_NAMESPACE, header_mutation, immediate,
+    replaced_body, set_header, streamed_body,
 };
 use super::openai::ApiKind;
 use super::picker::InFlight;
@@ -30,9 +30,12 @@ use super::processor::{
     Destination, Outcome, Processor, ProxyHints, RequestView, Routed, ShedReason,
 };
 use super::usage::{SseUsageScanner, Usage, usage_from_json};
+use crate::cache::{AnswerReader, Pending};
 
 /// Largest non-streamed response body read for its usage figures; larger ones are not counted.
 const MAX_USAGE_BODY: usize = 1 << 20;
+/// Largest response read for the semantic cache; larger answers are not cached.
+const MAX_CACHED_RESPONSE: usize = 256 << 10;
 
 /// Metadata namespace of the endpoint-picker protocol's subset hint.
 pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
@@ -115,6 +118,10 @@ struct StreamState {
     /// The routed request's accounting with the endpoint picker; dropped when the response
     /// ends, or with the stream (no response: a connect failure).
     in_flight: Option<InFlight>,
+    /// A semantic-cache miss waiting for the response.
+    cache_fill: Option<Pending>,
+    /// The response being read for the cache (a 200 to a cache miss).
+    answer: Option<AnswerReader>,
 }
 
 impl Default for StreamState {
@@ -130,6 +137,8 @@ impl Default for StreamState {
             response: ResponseUsage::default(),
             hints: ProxyHints::default(),
             in_flight: None,
+            cache_fill: None,
+            answer: None,
         }
     }
 }
@@ -178,6 +187,7 @@ impl StreamState {
             Request::ResponseBody(b) => self.on_response_body(b, inner),
             Request::ResponseTrailers(_) => {
                 self.in_flight = None;
+                self.fill_cache();
                 vec![mutations::response_trailers()]
             }
         }
@@ -263,6 +273,19 @@ impl StreamState {
         let body = std::mem::take(&mut self.body);
         match outcome {
             Outcome::Rejected(error) => vec![refuse(&error, inner)],
+            Outcome::Cached(cached) => {
+                let labels = RouteLabels {
+                    decision: cached.decision.clone(),
+                    model: cached.model.clone(),
+                    pool: cached.pool.clone(),
+                };
+                inner
+                    .metrics
+                    .requests
+                    .get_or_create(&outcome_labels(Some(&labels), "cache"))
+                    .inc();
+                vec![mutations::cached(&cached)]
+            }
             Outcome::Shed { error, reason } => vec![shed(&error, reason, inner)],
             Outcome::PassThrough => {
                 inner
@@ -304,6 +327,7 @@ impl StreamState {
                     .inc();
                 self.response.stream = routed.stream;
                 self.routed = Some(labels);
+                self.cache_fill = routed.cache_fill.take();
                 self.forward(*routed)
             }
         }
@@ -373,12 +397,22 @@ impl StreamState {
         let Some(labels) = &self.routed else {
             return vec![mutations::response_headers(Vec::new())];
         };
-        let out = vec![mutations::response_headers(vec![
+        let mut set = vec![
             set_header("x-semantic-router-decision", labels.decision.clone()),
             set_header("x-semantic-router-model", labels.model.clone()),
             set_header("x-semantic-router-pool", labels.pool.clone()),
             set_header("x-semantic-router-path", "upstream"),
-        ])];
+        ];
+        if self.cache_fill.is_some() {
+            set.push(set_header(CACHE_HEADER, "miss"));
+            let ok = headers.get(":status").is_none_or(|s| s == "200");
+            if ok && !message.end_of_stream {
+                self.answer = Some(AnswerReader::new(self.response.sse, MAX_CACHED_RESPONSE));
+            } else {
+                self.cache_fill = None;
+            }
+        }
+        let out = vec![mutations::response_headers(set)];
         if message.end_of_stream {
             self.record_usage(inner);
         }
@@ -391,8 +425,12 @@ impl StreamState {
         }
         if self.routed.is_some() {
             self.response.feed(&message.body);
+            if let Some(answer) = &mut self.answer {
+                answer.feed(&message.body);
+            }
             if message.end_of_stream {
                 self.record_usage(inner);
+                self.fill_cache();
             }
         }
         vec![if self.response_mode == BodySendMode::FullDuplexStreamed {
@@ -400,6 +438,15 @@ impl StreamState {
         } else {
             mutations::response_body(CommonResponse::default())
         }]
+    }
+
+    /// The response to a cache miss ended: keep its answer, if it is one worth keeping.
+    fn fill_cache(&mut self) {
+        if let (Some(fill), Some(reader)) = (self.cache_fill.take(), self.answer.take())
+            && let Some(answer) = reader.finish()
+        {
+            fill.fill(answer);
+        }
     }
 
     fn record_usage(&mut self, inner: &Inner) {

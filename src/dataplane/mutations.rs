@@ -11,9 +11,12 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use super::error::RequestError;
+use super::processor::Cached;
 
 /// Header that carries the endpoint-picker protocol's destination (`ip:port[,ip:port…]`).
 pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+/// Header that says whether a cached route's answer came from the cache (`hit`) or not (`miss`).
+pub const CACHE_HEADER: &str = "x-semantic-router-cache";
 /// Dynamic-metadata namespace of the endpoint-picker protocol.
 pub const DESTINATION_NAMESPACE: &str = "envoy.lb";
 
@@ -121,6 +124,30 @@ pub fn immediate(error: &RequestError) -> ProcessingResponse {
         ]),
         body: error.to_body(),
         details: format!("semantic_router_{}", error.code()),
+        ..ImmediateResponse::default()
+    }))
+}
+
+/// The answer to a request the semantic cache answers: 200 with the cached completion (JSON,
+/// or SSE for a streamed request) and the router's decision headers.
+pub fn cached(answer: &Cached) -> ProcessingResponse {
+    let content_type = if answer.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    response(Response::ImmediateResponse(ImmediateResponse {
+        status: Some(HttpStatus { code: 200 }),
+        headers: header_mutation(vec![
+            set_header("content-type", content_type),
+            set_header("x-semantic-router-decision", answer.decision.clone()),
+            set_header("x-semantic-router-model", answer.model.clone()),
+            set_header("x-semantic-router-pool", answer.pool.clone()),
+            set_header("x-semantic-router-path", "cache"),
+            set_header(CACHE_HEADER, "hit"),
+        ]),
+        body: answer.body.clone(),
+        details: "semantic_router_cache_hit".to_owned(),
         ..ImmediateResponse::default()
     }))
 }

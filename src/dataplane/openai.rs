@@ -158,6 +158,34 @@ impl InferenceRequest {
         }
     }
 
+    /// What a Chat answer depends on besides the prompt, for the semantic cache's scope: the
+    /// body without `model`, the stream switches, `user` and the last message, which must be
+    /// the user's. `None` when the request cannot be answered from a cache: not Chat, or the
+    /// conversation does not end with a user message.
+    pub fn cache_context(&self) -> Option<String> {
+        if self.kind != ApiKind::Chat {
+            return None;
+        }
+        let messages = self.body.get("messages")?.as_array()?;
+        let (last, earlier) = messages.split_last()?;
+        if last.get("role").and_then(Value::as_str) != Some("user") {
+            return None;
+        }
+        let mut rest: Map<String, Value> = self
+            .body
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "model" | "stream" | "stream_options" | "user" | "messages"
+                )
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        rest.insert("messages".to_owned(), Value::Array(earlier.to_vec()));
+        Some(Value::Object(rest).to_string())
+    }
+
     /// Point the request at the routed `model` and set its reasoning switch the way the
     /// model's family reads it. Every other field stays as the client sent it.
     ///
@@ -382,6 +410,36 @@ mod tests {
 
     fn basic_chat() -> Value {
         json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[test]
+    fn cache_context_is_everything_but_the_prompt_and_the_stream_switches() {
+        let a = chat(json!({"model": "auto", "temperature": 0, "messages": [
+            {"role": "system", "content": "be terse"}, {"role": "user", "content": "capital of NC?"}]}))
+        .unwrap();
+        let b = chat(json!({"model": "other", "stream": true, "temperature": 0, "user": "u1", "messages": [
+            {"role": "system", "content": "be terse"}, {"role": "user", "content": "NC's capital city?"}]}))
+        .unwrap();
+        assert_eq!(a.cache_context(), b.cache_context());
+        assert!(a.cache_context().is_some_and(|c| !c.contains("capital")));
+        let other_system = chat(json!({"model": "auto", "temperature": 0, "messages": [
+            {"role": "system", "content": "be verbose"}, {"role": "user", "content": "capital of NC?"}]}))
+        .unwrap();
+        assert_ne!(a.cache_context(), other_system.cache_context());
+        let other_params = chat(json!({"model": "auto", "temperature": 1, "messages": [
+            {"role": "system", "content": "be terse"}, {"role": "user", "content": "capital of NC?"}]}))
+        .unwrap();
+        assert_ne!(a.cache_context(), other_params.cache_context());
+        let ends_with_assistant = chat(json!({"model": "auto", "messages": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure"}]}))
+        .unwrap();
+        assert_eq!(ends_with_assistant.cache_context(), None);
+        assert_eq!(
+            completions(json!({"model": "m", "prompt": "x"}))
+                .unwrap()
+                .cache_context(),
+            None
+        );
     }
 
     fn on(effort: Option<ReasoningEffort>) -> Reasoning {

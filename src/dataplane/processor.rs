@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::JailbreakAction;
+use crate::cache::{Hit, Pending, Scope, SemanticCache};
 use crate::routing::{
     ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalKind, SignalValues, Target,
-    reasoning_label,
+    Verdict, reasoning_label,
 };
 
 use super::error::RequestError;
@@ -64,6 +67,25 @@ pub struct Routed {
     pub jailbreak_flagged: bool,
     /// The endpoints picked, for accounting once the request is sent; `None` for a cluster.
     pub pick: Option<Pick>,
+    /// A semantic-cache miss to fill with the answer, when the route caches.
+    pub cache_fill: Option<Pending>,
+}
+
+/// A request answered from the semantic cache.
+#[derive(Clone, Debug)]
+pub struct Cached {
+    /// The response body: a chat completion, or its SSE stream when the client streams.
+    pub body: Vec<u8>,
+    /// Whether the body is an SSE stream.
+    pub stream: bool,
+    /// Name of the decision (or `default`).
+    pub decision: String,
+    /// The model the answer is for.
+    pub model: String,
+    /// The pool that would have served it.
+    pub pool: String,
+    /// The cached prompt's similarity to this one.
+    pub similarity: f32,
 }
 
 /// The outcome for one request.
@@ -73,6 +95,8 @@ pub enum Outcome {
     PassThrough,
     /// Routed: send the rewritten body to the destination.
     Routed(Box<Routed>),
+    /// Answered from the semantic cache.
+    Cached(Box<Cached>),
     /// Answer the client with this error.
     Rejected(RequestError),
     /// Shed by policy: answer with this error and say why in `x-semantic-router-shed-reason`.
@@ -177,6 +201,7 @@ pub struct Processor {
     table: SharedTable,
     picker: Arc<dyn EndpointPicker>,
     models: Arc<dyn ModelSignals>,
+    cache: Option<Arc<SemanticCache>>,
 }
 
 /// Everything decided for one parsed request, before it becomes an [`Outcome`].
@@ -187,6 +212,8 @@ struct Decided {
     flagged: bool,
     decision: Option<usize>,
     chosen: Result<Chosen, Refusal>,
+    /// A miss to fill, when the route caches and the request is cacheable.
+    cache_fill: Option<Pending>,
 }
 
 /// The target a request goes to and where.
@@ -200,14 +227,24 @@ struct Chosen {
 enum Refusal {
     Error(RequestError),
     Shed(RequestError, ShedReason),
+    /// The semantic cache has the answer.
+    Answered(Hit, Target),
 }
 
 impl Refusal {
-    fn error(&self) -> &RequestError {
+    fn error(&self) -> Option<&RequestError> {
         match self {
-            Refusal::Error(e) | Refusal::Shed(e, _) => e,
+            Refusal::Error(e) | Refusal::Shed(e, _) => Some(e),
+            Refusal::Answered(..) => None,
         }
     }
+}
+
+/// Whether a decision may use the semantic cache (explanations only read the policy).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UseCache {
+    Yes,
+    No,
 }
 
 impl Processor {
@@ -221,7 +258,14 @@ impl Processor {
             table,
             picker,
             models,
+            cache: None,
         }
+    }
+
+    /// Answers from (and fills) `cache` for routes that enable it.
+    pub fn with_cache(mut self, cache: Arc<SemanticCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The live table.
@@ -245,7 +289,10 @@ impl Processor {
             Ok(parsed) => parsed,
             Err(e) => return Outcome::Rejected(e),
         };
-        let Some(decided) = self.decide(&parsed, request.headers, hints).await else {
+        let Some(decided) = self
+            .decide(&parsed, request.headers, hints, UseCache::Yes)
+            .await
+        else {
             return Outcome::PassThrough;
         };
         let Chosen {
@@ -256,6 +303,27 @@ impl Processor {
             Ok(chosen) => chosen,
             Err(Refusal::Error(e)) => return Outcome::Rejected(e),
             Err(Refusal::Shed(error, reason)) => return Outcome::Shed { error, reason },
+            Err(Refusal::Answered(hit, target)) => {
+                let stream = parsed.stream();
+                let id = format!("chatcmpl-cache-{:016x}", rand::random::<u64>());
+                let created = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let body = if stream {
+                    hit.answer
+                        .to_sse(&id, created, parsed.stream_includes_usage())
+                } else {
+                    hit.answer.to_json(&id, created)
+                };
+                return Outcome::Cached(Box::new(Cached {
+                    body,
+                    stream,
+                    decision: decision_name(&decided.route, decided.decision).to_owned(),
+                    model: target.model.name.clone(),
+                    pool: target.pool.key.name.clone(),
+                    similarity: hit.similarity,
+                }));
+            }
         };
         parsed.rewrite(
             &target.model.name,
@@ -272,6 +340,7 @@ impl Processor {
             stream: parsed.stream(),
             jailbreak_flagged: decided.flagged,
             pick,
+            cache_fill: decided.cache_fill,
         }))
     }
 
@@ -294,7 +363,12 @@ impl Processor {
             }
         };
         let Some(decided) = self
-            .decide(&parsed, request.headers, &ProxyHints::default())
+            .decide(
+                &parsed,
+                request.headers,
+                &ProxyHints::default(),
+                UseCache::No,
+            )
             .await
         else {
             return explanation;
@@ -341,7 +415,7 @@ impl Processor {
                     }),
                 })
             }
-            Err(refusal) => explanation.error = Some(refusal.error().to_string()),
+            Err(refusal) => explanation.error = refusal.error().map(ToString::to_string),
         }
         explanation
     }
@@ -352,6 +426,7 @@ impl Processor {
         parsed: &InferenceRequest,
         headers: &HashMap<String, String>,
         hints: &ProxyHints,
+        use_cache: UseCache,
     ) -> Option<Decided> {
         let table = self.table.load()?;
         let route = table.governing_route(parsed.model(), headers)?.clone();
@@ -372,22 +447,34 @@ impl Processor {
         let decision = verdict
             .decision
             .and_then(|d| route.decisions.iter().position(|x| std::ptr::eq(x, d)));
+        let mut cache_fill = None;
         let chosen = if caught == Some(JailbreakAction::Block) {
             Err(Refusal::Error(RequestError::Blocked))
+        } else if let Some(lookup) = self
+            .cache_lookup(&route, verdict.target, parsed, &findings)
+            .filter(|_| use_cache == UseCache::Yes)
+        {
+            // The cache answers for the decision's first target, before any endpoint is picked:
+            // a hit takes no endpoint's capacity and is served even when the pool is saturated.
+            match lookup {
+                Ok(hit) => Err(Refusal::Answered(hit, verdict.target.clone())),
+                Err(pending) => {
+                    let chosen = self.choose_for(&verdict, parsed, headers, hints);
+                    // Only an answer from the model (and reasoning mode) the scope names fills it,
+                    // not one from a fallback target.
+                    if chosen.as_ref().is_ok_and(|c| {
+                        cache_key_model(&c.target) == cache_key_model(verdict.target)
+                    }) {
+                        cache_fill = Some(pending);
+                    }
+                    chosen
+                }
+            }
         } else {
-            let prompt = prompt_pieces(parsed);
-            let request = PickRequest {
-                model: "",
-                prompt: &prompt,
-                headers: Some(headers),
-                subset: hints.subset.as_deref(),
-            };
-            self.choose(
-                std::iter::once(verdict.target).chain(verdict.fallbacks),
-                &request,
-            )
+            self.choose_for(&verdict, parsed, headers, hints)
         };
         Some(Decided {
+            cache_fill,
             jailbreak: findings.jailbreak,
             flagged: caught == Some(JailbreakAction::Flag),
             route,
@@ -395,6 +482,58 @@ impl Processor {
             decision,
             chosen,
         })
+    }
+
+    /// The verdict's target or, failing that, its fallbacks, with endpoints picked.
+    fn choose_for(
+        &self,
+        verdict: &Verdict<'_>,
+        parsed: &InferenceRequest,
+        headers: &HashMap<String, String>,
+        hints: &ProxyHints,
+    ) -> Result<Chosen, Refusal> {
+        let prompt = prompt_pieces(parsed);
+        let request = PickRequest {
+            model: "",
+            prompt: &prompt,
+            headers: Some(headers),
+            subset: hints.subset.as_deref(),
+        };
+        self.choose(
+            std::iter::once(verdict.target).chain(verdict.fallbacks),
+            &request,
+        )
+    }
+
+    /// The semantic cache's answer for a request to `target` (`Ok`), or the miss to fill
+    /// (`Err`); `None` when the route does not cache or the request cannot be cached (no
+    /// embedding of the whole prompt, or not a conversation ending in a user message).
+    fn cache_lookup(
+        &self,
+        route: &Route,
+        target: &Target,
+        parsed: &InferenceRequest,
+        findings: &ModelFindings,
+    ) -> Option<Result<Hit, Pending>> {
+        let cache = self.cache.as_ref()?;
+        let policy = route.cache.as_ref().filter(|c| c.enabled)?;
+        let embedding = findings.embedding.clone()?;
+        if parsed.prompt_text().trim().is_empty() {
+            return None;
+        }
+        let context = parsed.cache_context()?;
+        let scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
+        Some(
+            match cache.lookup(scope, &embedding, policy.similarity_threshold) {
+                Some(hit) => Ok(hit),
+                None => Err(Pending::new(
+                    cache.clone(),
+                    scope,
+                    embedding,
+                    Duration::from_secs(policy.ttl_seconds.into()),
+                )),
+            },
+        )
     }
 
     /// The first target, in order, whose pool can take the request, and its endpoints.
@@ -509,6 +648,15 @@ fn prompt_pieces(parsed: &InferenceRequest) -> Vec<&str> {
     pieces
 }
 
+/// What an answer depends on in a target: the model and its reasoning mode (not the pool).
+fn cache_key_model(target: &Target) -> String {
+    format!(
+        "{}/{}",
+        target.model.name,
+        reasoning_label(&target.reasoning)
+    )
+}
+
 fn decision_name(route: &Route, decision: Option<usize>) -> &str {
     decision.map_or("default", |i| route.decisions[i].name.as_str())
 }
@@ -570,9 +718,113 @@ mod tests {
                 }
                 ModelFindings {
                     jailbreak: Some(self.0),
+                    embedding: None,
                 }
             })
         }
+    }
+
+    /// Embeds prompts about capitals as one unit vector and everything else as another.
+    struct ByTopic;
+
+    impl ModelSignals for ByTopic {
+        fn evaluate<'a>(
+            &'a self,
+            _: &'a Route,
+            text: &'a str,
+            _: &'a mut SignalValues,
+        ) -> futures::future::BoxFuture<'a, ModelFindings> {
+            let embedding: Arc<[f32]> = if text.contains("capital") {
+                Arc::from([1.0, 0.0])
+            } else {
+                Arc::from([0.0, 1.0])
+            };
+            Box::pin(async move {
+                ModelFindings {
+                    jailbreak: None,
+                    embedding: Some(embedding),
+                }
+            })
+        }
+    }
+
+    fn caching() -> Processor {
+        let r = route(
+            "auto",
+            "match: {models: [auto]}\ncache: {enabled: true, similarityThreshold: 0.9}\ndefaultTarget: {pool: small, model: small}",
+        );
+        let table = SharedTable::default();
+        table.publish(compile_all(two_pools(), vec![r]).table);
+        Processor::new(table, Arc::new(PolicyPicker::default()), Arc::new(ByTopic)).with_cache(
+            Arc::new(SemanticCache::new(crate::cache::CacheLimits::default())),
+        )
+    }
+
+    async fn ask(p: &Processor, system: &str, prompt: &str, stream: bool) -> Outcome {
+        let body = serde_json::json!({"model": "auto", "stream": stream, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": prompt}]});
+        p.process(RequestView {
+            kind: ApiKind::Chat,
+            headers: &HashMap::new(),
+            body: body.to_string().as_bytes(),
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_similar_prompt_is_answered_from_the_cache_once_an_answer_is_kept() {
+        use crate::cache::Answer;
+        let p = caching();
+        let Outcome::Routed(first) = ask(&p, "terse", "capital of North Carolina?", false).await
+        else {
+            panic!("the first request goes upstream")
+        };
+        let fill = first.cache_fill.expect("a miss to fill");
+        assert!(
+            matches!(
+                ask(&p, "terse", "capital of NC?", false).await,
+                Outcome::Routed(_)
+            ),
+            "nothing is served before an answer is kept"
+        );
+        fill.fill(Answer {
+            model: "small".into(),
+            content: "Raleigh.".into(),
+            finish_reason: "stop".into(),
+        });
+
+        let Outcome::Cached(hit) = ask(&p, "terse", "the capital city of NC?", false).await else {
+            panic!("a similar prompt is a hit")
+        };
+        assert_eq!(
+            (hit.decision.as_str(), hit.model.as_str(), hit.pool.as_str()),
+            ("default", "small", "small")
+        );
+        assert!(!hit.stream);
+        let body: Value = serde_json::from_slice(&hit.body).expect("JSON completion");
+        assert_eq!(body["choices"][0]["message"]["content"], "Raleigh.");
+
+        let Outcome::Cached(streamed) = ask(&p, "terse", "capital of NC?", true).await else {
+            panic!("a streamed request is a hit too")
+        };
+        assert!(streamed.stream);
+        let answer = Answer::from_sse(&streamed.body).expect("an SSE answer");
+        assert_eq!(answer.content, "Raleigh.");
+
+        assert!(
+            matches!(
+                ask(&p, "terse", "tell me a joke", false).await,
+                Outcome::Routed(_)
+            ),
+            "a different prompt"
+        );
+        assert!(
+            matches!(
+                ask(&p, "verbose", "capital of NC?", false).await,
+                Outcome::Routed(_)
+            ),
+            "a different conversation context"
+        );
     }
 
     fn processor(action: &str, score: f32) -> Processor {

@@ -209,7 +209,11 @@ impl ModelSignals for CandleSignals {
                 .and_then(|h| analysis.heads.get(h))
                 .and_then(|scores| scores.iter().find(|(l, _)| l == JAILBREAK_LABEL))
                 .map(|(_, p)| *p);
-            ModelFindings { jailbreak }
+            ModelFindings {
+                jailbreak,
+                // A cut prompt's embedding stands for its first tokens only: no cache key.
+                embedding: (!analysis.truncated).then_some(analysis.embedding),
+            }
         })
     }
 }

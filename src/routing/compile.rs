@@ -252,6 +252,7 @@ fn compile_route(
         &key,
         &signals,
         spec.signals.jailbreak.is_some(),
+        spec.cache.as_ref().is_some_and(|c| c.enabled),
         models,
         out,
     );
@@ -506,12 +507,13 @@ fn resolve(
     })
 }
 
-/// Warns about signals the router's models cannot compute: decisions that read them never
-/// match until the model is loaded.
+/// Warns about signals the router's models cannot compute (decisions that read them never
+/// match until the model is loaded), and about a semantic cache without an encoder.
 fn report_unloaded_signals(
     key: &ObjectKey,
     signals: &[Signal],
     jailbreak: bool,
+    cache: bool,
     models: &ModelCapabilities,
     out: &mut Diagnostics,
 ) {
@@ -562,6 +564,12 @@ fn report_unloaded_signals(
         warn(format!(
             "route {key} screens for jailbreaks, but the router has no jailbreak classifier; \
              prompts are not screened until it runs with --jailbreak-head"
+        ));
+    }
+    if cache && !models.embeddings {
+        warn(format!(
+            "route {key} enables the semantic cache, which compares prompt embeddings, but the \
+             router has no encoder; nothing is cached until it runs with --encoder"
         ));
     }
 }

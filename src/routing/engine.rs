@@ -240,11 +240,13 @@ pub fn contains_word(text: &str, needle: &str) -> bool {
 }
 
 /// What the models found beyond named signals.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelFindings {
     /// Jailbreak score in 0..1, when the route asks for jailbreak detection and a jailbreak
     /// model answered in time.
     pub jailbreak: Option<f32>,
+    /// The prompt's embedding, when the encoder read all of it (the semantic cache's key).
+    pub embedding: Option<Arc<[f32]>>,
 }
 
 /// Computes what needs a model (example similarity, classifier categories, jailbreak score),

@@ -86,7 +86,8 @@ pub struct Route {
     pub cache: Option<CachePolicy>,
     /// Signals some decision reads, ascending: only these are computed per request.
     needed: Vec<SignalId>,
-    /// Whether a request needs the model: a needed signal takes one, or jailbreak screening.
+    /// Whether a request needs the model: a needed signal takes one, jailbreak screening,
+    /// or the semantic cache (keyed by the prompt's embedding).
     needs_model: bool,
 }
 
@@ -110,8 +111,9 @@ impl Route {
             }
         }
         let needed: Vec<SignalId> = (0..signals.len()).filter(|&id| read[id]).collect();
-        let needs_model =
-            jailbreak.is_some() || needed.iter().any(|&id| signals[id].kind.needs_model());
+        let needs_model = jailbreak.is_some()
+            || cache.as_ref().is_some_and(|c| c.enabled)
+            || needed.iter().any(|&id| signals[id].kind.needs_model());
         Self {
             key,
             models,
@@ -131,8 +133,8 @@ impl Route {
         self.needed.iter().copied()
     }
 
-    /// Whether the request needs a model: a needed signal takes one, or the route screens
-    /// for jailbreaks.
+    /// Whether the request needs a model: a needed signal takes one, the route screens for
+    /// jailbreaks, or it caches answers.
     pub fn needs_model(&self) -> bool {
         self.needs_model
     }

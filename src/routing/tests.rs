@@ -378,6 +378,35 @@ fn known_signals_settle_a_condition_despite_unavailable_ones() {
 }
 
 #[test]
+fn a_semantic_cache_without_an_encoder_is_a_warning() {
+    let r = route(
+        "auto",
+        "match: {models: [auto]}\ncache: {enabled: true}\ndefaultTarget: {pool: small, model: small}",
+    );
+    let none = compile(&Resources {
+        pools: two_pools(),
+        routes: vec![r.clone()],
+        ..Resources::default()
+    });
+    let d = only_diagnostic(&none);
+    assert_eq!(
+        (d.reason, d.severity),
+        (Reason::SignalNotLoaded, Severity::Warning)
+    );
+    assert!(
+        d.message.contains("semantic cache") && d.message.contains("--encoder"),
+        "{}",
+        d.message
+    );
+    let loaded = compile_all(two_pools(), vec![r]);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    assert!(
+        loaded.table.routes[0].needs_model(),
+        "the cache keys on the prompt's embedding"
+    );
+}
+
+#[test]
 fn signals_the_router_cannot_compute_are_warnings() {
     let r = route(
         "auto",

@@ -1,0 +1,359 @@
+//! [`SemanticCache`]: answers by embedding similarity, bounded in entries and bytes.
+//!
+//! Entries live in scopes ([`Scope`]: the route, the target model and the conversation before
+//! the prompt), so an answer is only ever served for the same model and context. A lookup
+//! scans its scope's entries (a dot product each; embeddings are unit length) and returns the
+//! most similar one at or above the threshold. Expired entries are dropped as they are met;
+//! when a bound is reached the least recently used entries go first.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::answer::Answer;
+
+/// Where an answer may be served again: one route, one target model, one conversation
+/// context (everything before the prompt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope(u64);
+
+impl Scope {
+    /// The scope of a request from its parts (hashed; the parts are not kept).
+    pub fn new(route: &str, model: &str, context: &str) -> Self {
+        let mut h = DefaultHasher::new();
+        (route, model, context).hash(&mut h);
+        Self(h.finish())
+    }
+}
+
+/// How much the cache may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most answers kept.
+    pub max_entries: usize,
+    /// Most bytes kept (answer text plus embedding), approximately.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: 4096,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+struct Entry {
+    embedding: Arc<[f32]>,
+    answer: Arc<Answer>,
+    expires: Instant,
+    last_used: u64,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    scopes: HashMap<Scope, Vec<Entry>>,
+    entries: usize,
+    bytes: usize,
+    clock: u64,
+}
+
+/// The semantic cache; shared by every request (internally locked).
+pub struct SemanticCache {
+    inner: Mutex<Inner>,
+    limits: CacheLimits,
+}
+
+/// A cache hit.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// The answer kept.
+    pub answer: Arc<Answer>,
+    /// Its prompt's cosine similarity to the new prompt.
+    pub similarity: f32,
+}
+
+impl SemanticCache {
+    /// An empty cache within `limits`.
+    pub fn new(limits: CacheLimits) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most similar live answer in `scope` at or above `threshold`.
+    pub fn lookup(&self, scope: Scope, embedding: &[f32], threshold: f32) -> Option<Hit> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let clock = inner.clock;
+        let entries = inner.scopes.get_mut(&scope)?;
+        let before = entries.len();
+        let mut freed = 0;
+        entries.retain(|e| {
+            let live = e.expires > now;
+            if !live {
+                freed += e.bytes;
+            }
+            live
+        });
+        let removed = before - entries.len();
+        let best = entries
+            .iter_mut()
+            .map(|e| (dot(&e.embedding, embedding), e))
+            .filter(|(s, _)| *s >= threshold)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(similarity, e)| {
+                e.last_used = clock;
+                Hit {
+                    answer: e.answer.clone(),
+                    similarity,
+                }
+            });
+        if entries.is_empty() {
+            inner.scopes.remove(&scope);
+        }
+        inner.entries -= removed;
+        inner.bytes -= freed;
+        best
+    }
+
+    /// Keeps `answer` for `ttl`; an answer for a near-identical prompt in the scope is
+    /// replaced. Answers larger than the byte bound are not kept.
+    pub fn insert(&self, scope: Scope, embedding: Arc<[f32]>, answer: Answer, ttl: Duration) {
+        let bytes = answer.size() + embedding.len() * std::mem::size_of::<f32>();
+        if bytes > self.limits.max_bytes || self.limits.max_entries == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let entry = Entry {
+            embedding,
+            answer: Arc::new(answer),
+            expires: now + ttl,
+            last_used: inner.clock,
+            bytes,
+        };
+        let entries = inner.scopes.entry(scope).or_default();
+        let same = entries
+            .iter()
+            .position(|e| dot(&e.embedding, &entry.embedding) >= SAME_PROMPT);
+        let (added, freed) = match same {
+            Some(i) => (0, std::mem::replace(&mut entries[i], entry).bytes),
+            None => {
+                entries.push(entry);
+                (1, 0)
+            }
+        };
+        inner.entries += added;
+        inner.bytes = inner.bytes + bytes - freed;
+        self.evict(&mut inner, now);
+    }
+
+    /// Drops expired entries, then the least recently used, until within the limits.
+    fn evict(&self, inner: &mut Inner, now: Instant) {
+        if inner.entries <= self.limits.max_entries && inner.bytes <= self.limits.max_bytes {
+            return;
+        }
+        let mut expired_bytes = 0;
+        let mut expired = 0;
+        for entries in inner.scopes.values_mut() {
+            entries.retain(|e| {
+                let live = e.expires > now;
+                if !live {
+                    expired += 1;
+                    expired_bytes += e.bytes;
+                }
+                live
+            });
+        }
+        inner.entries -= expired;
+        inner.bytes -= expired_bytes;
+        while inner.entries > self.limits.max_entries || inner.bytes > self.limits.max_bytes {
+            let oldest = inner
+                .scopes
+                .iter()
+                .flat_map(|(scope, entries)| {
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.last_used, *scope, i))
+                })
+                .min();
+            let Some((_, scope, i)) = oldest else { break };
+            if let Some(entries) = inner.scopes.get_mut(&scope) {
+                let gone = entries.swap_remove(i);
+                inner.entries -= 1;
+                inner.bytes -= gone.bytes;
+            }
+        }
+        inner.scopes.retain(|_, entries| !entries.is_empty());
+    }
+
+    /// Answers kept now (expired ones included until they are met).
+    pub fn len(&self) -> usize {
+        self.lock().entries
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+impl std::fmt::Debug for SemanticCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemanticCache")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A miss waiting for its answer: the response, once complete, goes in with
+/// [`fill`](Self::fill).
+#[derive(Clone, Debug)]
+pub struct Pending {
+    cache: Arc<SemanticCache>,
+    scope: Scope,
+    embedding: Arc<[f32]>,
+    ttl: Duration,
+}
+
+impl Pending {
+    /// A miss in `cache` to fill for `scope` and `embedding`, kept for `ttl`.
+    pub fn new(
+        cache: Arc<SemanticCache>,
+        scope: Scope,
+        embedding: Arc<[f32]>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            cache,
+            scope,
+            embedding,
+            ttl,
+        }
+    }
+
+    /// Keeps the answer the request got.
+    pub fn fill(self, answer: Answer) {
+        self.cache
+            .insert(self.scope, self.embedding, answer, self.ttl);
+    }
+}
+
+/// Similarity at which two prompts count as the same (one entry replaces the other).
+const SAME_PROMPT: f32 = 0.9999;
+
+/// Cosine similarity of unit vectors.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Arc<[f32]> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn answer(text: &str) -> Answer {
+        Answer {
+            model: "m".into(),
+            content: text.into(),
+            finish_reason: "stop".into(),
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn serves_the_most_similar_answer_above_the_threshold_in_its_scope() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let scope = Scope::new("default/auto", "m", "");
+        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), answer("x"), HOUR);
+        cache.insert(scope, unit(&[0.0, 1.0, 0.0]), answer("y"), HOUR);
+        let hit = cache
+            .lookup(scope, &unit(&[0.9, 0.1, 0.0]), 0.9)
+            .expect("close to x");
+        assert_eq!(hit.answer.content, "x");
+        assert!(hit.similarity > 0.99);
+        assert!(cache.lookup(scope, &unit(&[0.6, 0.6, 0.5]), 0.9).is_none());
+        let other = Scope::new("default/auto", "other-model", "");
+        assert!(cache.lookup(other, &unit(&[1.0, 0.0, 0.0]), 0.5).is_none());
+        let context = Scope::new("default/auto", "m", "system: be terse");
+        assert!(
+            cache
+                .lookup(context, &unit(&[1.0, 0.0, 0.0]), 0.5)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn expired_answers_are_not_served_and_are_dropped() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let scope = Scope::new("r", "m", "");
+        cache.insert(scope, unit(&[1.0, 0.0]), answer("x"), Duration::ZERO);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.lookup(scope, &unit(&[1.0, 0.0]), 0.5).is_none());
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn the_same_prompt_replaces_its_answer() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let scope = Scope::new("r", "m", "");
+        cache.insert(scope, unit(&[1.0, 0.0]), answer("old"), HOUR);
+        cache.insert(scope, unit(&[1.0, 0.0]), answer("new"), HOUR);
+        assert_eq!(cache.len(), 1);
+        let hit = cache.lookup(scope, &unit(&[1.0, 0.0]), 0.5).expect("hit");
+        assert_eq!(hit.answer.content, "new");
+    }
+
+    #[test]
+    fn bounds_evict_the_least_recently_used() {
+        let cache = SemanticCache::new(CacheLimits {
+            max_entries: 2,
+            max_bytes: 1 << 20,
+        });
+        let scope = Scope::new("r", "m", "");
+        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), answer("a"), HOUR);
+        cache.insert(scope, unit(&[0.0, 1.0, 0.0]), answer("b"), HOUR);
+        // Using `a` makes `b` the least recently used.
+        assert!(cache.lookup(scope, &unit(&[1.0, 0.0, 0.0]), 0.9).is_some());
+        cache.insert(scope, unit(&[0.0, 0.0, 1.0]), answer("c"), HOUR);
+        assert_eq!(cache.len(), 2);
+        assert!(
+            cache.lookup(scope, &unit(&[0.0, 1.0, 0.0]), 0.9).is_none(),
+            "b evicted"
+        );
+        assert!(cache.lookup(scope, &unit(&[1.0, 0.0, 0.0]), 0.9).is_some());
+
+        let small = SemanticCache::new(CacheLimits {
+            max_entries: 100,
+            max_bytes: 200,
+        });
+        small.insert(scope, unit(&[1.0, 0.0]), answer(&"x".repeat(150)), HOUR);
+        small.insert(scope, unit(&[0.0, 1.0]), answer(&"y".repeat(150)), HOUR);
+        assert_eq!(small.len(), 1, "bytes bound");
+        assert!(small.bytes() <= 200);
+        small.insert(scope, unit(&[1.0, 1.0]), answer(&"z".repeat(500)), HOUR);
+        assert_eq!(small.len(), 1, "an answer over the bound is not kept");
+    }
+}
