@@ -29,6 +29,8 @@
 
 #[path = "../tests/e2e/support/envoy.rs"]
 mod envoy;
+#[path = "../tests/support/http.rs"]
+mod http;
 
 use std::io;
 use std::net::SocketAddr;
@@ -422,7 +424,7 @@ fn start_router(bin: &Path, backend: SocketAddr) -> RouterProcess {
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if admin_ready(admin) {
+        if http::blocking_get_ok(&format!("http://{admin}/readyz")) {
             return router;
         }
         let logs = std::fs::read_to_string(&router.log).unwrap_or_default();
@@ -434,26 +436,6 @@ fn start_router(bin: &Path, backend: SocketAddr) -> RouterProcess {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-/// `GET /readyz` on the router's admin port answers 2xx.
-fn admin_ready(admin: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if write!(
-        s,
-        "GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 2")
 }
 
 /// `$HOP_ROUTER_BIN`, or the release build: `<target dir>/release/semantic-router`.

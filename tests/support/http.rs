@@ -1,5 +1,5 @@
 //! A blocking HTTP GET over std TCP, for readiness polls outside an async runtime (reqwest's
-//! blocking client is not built). Shared by the e2e stack and the picking benchmark.
+//! blocking client is not built). Shared by the e2e stack and the benchmarks.
 
 use std::io::{Read, Write};
 use std::time::Duration;
