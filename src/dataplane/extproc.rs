@@ -284,6 +284,12 @@ impl StreamState {
                     .requests
                     .get_or_create(&outcome_labels(Some(&labels), "cache"))
                     .inc();
+                tracing::debug!(
+                    decision = %cached.decision,
+                    model = %cached.model,
+                    similarity = cached.similarity,
+                    "answered from the semantic cache"
+                );
                 vec![mutations::cached(&cached)]
             }
             Outcome::Shed { error, reason } => vec![shed(&error, reason, inner)],
