@@ -447,31 +447,33 @@ impl Processor {
         let decision = verdict
             .decision
             .and_then(|d| route.decisions.iter().position(|x| std::ptr::eq(x, d)));
-        let mut cache_fill = None;
-        let chosen = if caught == Some(JailbreakAction::Block) {
-            Err(Refusal::Error(RequestError::Blocked))
-        } else if let Some(lookup) = self
-            .cache_lookup(&route, verdict.target, parsed, &findings)
-            .filter(|_| use_cache == UseCache::Yes)
-        {
-            // The cache answers for the decision's first target, before any endpoint is picked:
-            // a hit takes no endpoint's capacity and is served even when the pool is saturated.
-            match lookup {
-                Ok(hit) => Err(Refusal::Answered(hit, verdict.target.clone())),
-                Err(pending) => {
-                    let chosen = self.choose_for(&verdict, parsed, headers, hints);
-                    // Only an answer from the model (and reasoning mode) the scope names fills it,
-                    // not one from a fallback target.
-                    if chosen.as_ref().is_ok_and(|c| {
-                        cache_key_model(&c.target) == cache_key_model(verdict.target)
-                    }) {
-                        cache_fill = Some(pending);
-                    }
-                    chosen
-                }
+        let blocked = caught == Some(JailbreakAction::Block);
+        let lookup = match use_cache {
+            UseCache::Yes if !blocked => {
+                self.cache_lookup(&route, verdict.target, parsed, &findings)
             }
-        } else {
-            self.choose_for(&verdict, parsed, headers, hints)
+            _ => None,
+        };
+        let mut cache_fill = None;
+        let chosen = match lookup {
+            _ if blocked => Err(Refusal::Error(RequestError::Blocked)),
+            // The cache answers for the decision's first target, before any endpoint is
+            // picked: a hit takes no endpoint's capacity and is served even when the pool is
+            // saturated.
+            Some(Ok(hit)) => Err(Refusal::Answered(hit, verdict.target.clone())),
+            Some(Err(pending)) => {
+                let chosen = self.choose_for(&verdict, parsed, headers, hints);
+                // Only an answer from the model (and reasoning mode) the scope names fills it,
+                // not one from a fallback target.
+                if chosen
+                    .as_ref()
+                    .is_ok_and(|c| cache_key_model(&c.target) == cache_key_model(verdict.target))
+                {
+                    cache_fill = Some(pending);
+                }
+                chosen
+            }
+            None => self.choose_for(&verdict, parsed, headers, hints),
         };
         Some(Decided {
             cache_fill,
