@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint bench
+.PHONY: run test tools crds check-crds lint bench check-cuda
 
 ## The whole local stack (no cluster needed): three simulated model servers, the router on
 ## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
@@ -33,3 +33,9 @@ bench:
 	$(CARGO) bench --bench hop
 	$(CARGO) bench --bench picking
 	$(CARGO) bench --bench classify
+
+## Type-check the `cuda` feature on a machine without a GPU or a system CUDA toolkit: NVIDIA's
+## CUDA 13.4 compiler from PyPI into .venv-cuda, then `cargo check --features cuda`
+## (about 20 min cold on 2 cores, mostly candle's kernels; seconds after). Not part of `make test`.
+check-cuda:
+	bash hack/check-cuda.sh
