@@ -274,6 +274,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_entries: args.cache_max_entries,
         max_bytes: args.cache_max_mib.saturating_mul(1 << 20),
     });
+    cache.register(&mut registry);
     let processor = Arc::new(
         Processor::new(shared.clone(), picker.clone(), models).with_cache(Arc::new(cache)),
     );

@@ -11,6 +11,12 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
 use super::answer::Answer;
 
 /// Where an answer may be served again: one route, one target model, one conversation
@@ -65,6 +71,21 @@ struct Inner {
 pub struct SemanticCache {
     inner: Mutex<Inner>,
     limits: CacheLimits,
+    metrics: CacheMetrics,
+}
+
+/// Outcome of a semantic-cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    /// `hit` or `miss`.
+    result: &'static str,
+}
+
+#[derive(Default)]
+struct CacheMetrics {
+    lookups: Family<LookupLabels, Counter>,
+    entries: Gauge,
+    bytes: Gauge,
 }
 
 /// A cache hit.
@@ -82,7 +103,41 @@ impl SemanticCache {
         Self {
             inner: Mutex::new(Inner::default()),
             limits,
+            metrics: CacheMetrics::default(),
         }
+    }
+
+    /// Registers lookups, entries and bytes under `semantic_router_semantic_cache_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("semantic_router_semantic_cache");
+        r.register(
+            "lookups",
+            "Semantic-cache lookups, by result",
+            self.metrics.lookups.clone(),
+        );
+        r.register("entries", "Answers kept", self.metrics.entries.clone());
+        r.register(
+            "bytes",
+            "Approximate bytes of answers and embeddings kept",
+            self.metrics.bytes.clone(),
+        );
+    }
+
+    /// Counts a lookup and publishes the store's size.
+    fn observe(&self, inner: &Inner, hit: Option<bool>) {
+        if let Some(hit) = hit {
+            let result = if hit { "hit" } else { "miss" };
+            self.metrics
+                .lookups
+                .get_or_create(&LookupLabels { result })
+                .inc();
+        }
+        self.metrics
+            .entries
+            .set(i64::try_from(inner.entries).unwrap_or(i64::MAX));
+        self.metrics
+            .bytes
+            .set(i64::try_from(inner.bytes).unwrap_or(i64::MAX));
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -95,7 +150,10 @@ impl SemanticCache {
         let mut inner = self.lock();
         inner.clock += 1;
         let clock = inner.clock;
-        let entries = inner.scopes.get_mut(&scope)?;
+        let Some(entries) = inner.scopes.get_mut(&scope) else {
+            self.observe(&inner, Some(false));
+            return None;
+        };
         let before = entries.len();
         let mut freed = 0;
         entries.retain(|e| {
@@ -123,6 +181,7 @@ impl SemanticCache {
         }
         inner.entries -= removed;
         inner.bytes -= freed;
+        self.observe(&inner, Some(best.is_some()));
         best
     }
 
@@ -157,6 +216,7 @@ impl SemanticCache {
         inner.entries += added;
         inner.bytes = inner.bytes + bytes - freed;
         self.evict(&mut inner, now);
+        self.observe(&inner, None);
     }
 
     /// Drops expired entries, then the least recently used, until within the limits.
@@ -303,6 +363,26 @@ mod tests {
                 .lookup(context, &unit(&[1.0, 0.0, 0.0]), 0.5)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn lookups_and_size_are_exported() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let scope = Scope::new("r", "m", "");
+        assert!(cache.lookup(scope, &unit(&[1.0, 0.0]), 0.9).is_none());
+        cache.insert(scope, unit(&[1.0, 0.0]), answer("x"), HOUR);
+        assert!(cache.lookup(scope, &unit(&[1.0, 0.0]), 0.9).is_some());
+        let mut registry = Registry::default();
+        cache.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "semantic_router_semantic_cache_lookups_total{result=\"miss\"} 1",
+            "semantic_router_semantic_cache_lookups_total{result=\"hit\"} 1",
+            "semantic_router_semantic_cache_entries 1",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

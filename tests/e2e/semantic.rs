@@ -163,4 +163,8 @@ async fn paraphrases_are_answered_from_the_semantic_cache() {
 
     let metrics = stack.router.metrics().await;
     assert!(metrics.contains("outcome=\"cache\""), "{metrics}");
+    assert!(
+        metrics.contains("semantic_router_semantic_cache_lookups_total{result=\"hit\"}"),
+        "{metrics}"
+    );
 }
