@@ -274,19 +274,14 @@ impl StreamState {
         match outcome {
             Outcome::Rejected(error) => vec![refuse(&error, inner)],
             Outcome::Cached(cached) => {
-                let labels = RouteLabels {
-                    decision: cached.decision.clone(),
-                    model: cached.model.clone(),
-                    pool: cached.pool.clone(),
-                };
                 inner
                     .metrics
                     .requests
-                    .get_or_create(&outcome_labels(Some(&labels), "cache"))
+                    .get_or_create(&outcome_labels(Some(&cached.labels), "cache"))
                     .inc();
                 tracing::debug!(
-                    decision = %cached.decision,
-                    model = %cached.model,
+                    decision = %cached.labels.decision,
+                    model = %cached.labels.model,
                     similarity = cached.similarity,
                     "answered from the semantic cache"
                 );
@@ -403,12 +398,7 @@ impl StreamState {
         let Some(labels) = &self.routed else {
             return vec![mutations::response_headers(Vec::new())];
         };
-        let mut set = vec![
-            set_header("x-semantic-router-decision", labels.decision.clone()),
-            set_header("x-semantic-router-model", labels.model.clone()),
-            set_header("x-semantic-router-pool", labels.pool.clone()),
-            set_header("x-semantic-router-path", "upstream"),
-        ];
+        let mut set = mutations::route_headers(labels, "upstream");
         if self.cache_fill.is_some() {
             set.push(set_header(CACHE_HEADER, "miss"));
             let ok = headers.get(":status").is_none_or(|s| s == "200");

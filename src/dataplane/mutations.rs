@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use super::error::RequestError;
+use super::metrics::RouteLabels;
 use super::processor::Cached;
 
 /// Header that carries the endpoint-picker protocol's destination (`ip:port[,ip:port…]`).
@@ -138,18 +139,29 @@ pub fn cached(answer: &Cached) -> ProcessingResponse {
     };
     response(Response::ImmediateResponse(ImmediateResponse {
         status: Some(HttpStatus { code: 200 }),
-        headers: header_mutation(vec![
-            set_header("content-type", content_type),
-            set_header("x-semantic-router-decision", answer.decision.clone()),
-            set_header("x-semantic-router-model", answer.model.clone()),
-            set_header("x-semantic-router-pool", answer.pool.clone()),
-            set_header("x-semantic-router-path", "cache"),
-            set_header(CACHE_HEADER, "hit"),
-        ]),
+        headers: header_mutation(
+            [
+                vec![set_header("content-type", content_type)],
+                route_headers(&answer.labels, "cache"),
+                vec![set_header(CACHE_HEADER, "hit")],
+            ]
+            .concat(),
+        ),
         body: answer.body.clone(),
         details: "semantic_router_cache_hit".to_owned(),
         ..ImmediateResponse::default()
     }))
+}
+
+/// The headers that tell the client how its request was routed: decision, model, pool and
+/// the path it took (`upstream`, `cache`).
+pub fn route_headers(labels: &RouteLabels, path: &'static str) -> Vec<HeaderValueOption> {
+    vec![
+        set_header("x-semantic-router-decision", labels.decision.clone()),
+        set_header("x-semantic-router-model", labels.model.clone()),
+        set_header("x-semantic-router-pool", labels.pool.clone()),
+        set_header("x-semantic-router-path", path),
+    ]
 }
 
 /// The answer to `GET /v1/models`: every model a client may ask for through the router (the

@@ -19,6 +19,7 @@ use crate::routing::{
 };
 
 use super::error::RequestError;
+use super::metrics::RouteLabels;
 use super::openai::{ApiKind, InferenceRequest};
 use super::picker::{EndpointPicker, Pick, PickRequest, Unavailable};
 
@@ -78,12 +79,8 @@ pub struct Cached {
     pub body: Vec<u8>,
     /// Whether the body is an SSE stream.
     pub stream: bool,
-    /// Name of the decision (or `default`).
-    pub decision: String,
-    /// The model the answer is for.
-    pub model: String,
-    /// The pool that would have served it.
-    pub pool: String,
+    /// The decision, the model the answer is for and the pool that would have served it.
+    pub labels: RouteLabels,
     /// The cached prompt's similarity to this one.
     pub similarity: f32,
 }
@@ -318,9 +315,11 @@ impl Processor {
                 return Outcome::Cached(Box::new(Cached {
                     body,
                     stream,
-                    decision: decision_name(&decided.route, decided.decision).to_owned(),
-                    model: target.model.name.clone(),
-                    pool: target.pool.key.name.clone(),
+                    labels: RouteLabels {
+                        decision: decision_name(&decided.route, decided.decision).to_owned(),
+                        model: target.model.name.clone(),
+                        pool: target.pool.key.name.clone(),
+                    },
                     similarity: hit.similarity,
                 }));
             }
@@ -799,7 +798,11 @@ mod tests {
             panic!("a similar prompt is a hit")
         };
         assert_eq!(
-            (hit.decision.as_str(), hit.model.as_str(), hit.pool.as_str()),
+            (
+                hit.labels.decision.as_str(),
+                hit.labels.model.as_str(),
+                hit.labels.pool.as_str()
+            ),
             ("default", "small", "small")
         );
         assert!(!hit.stream);
