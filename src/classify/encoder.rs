@@ -247,8 +247,8 @@ fn folder_name(dir: &Path) -> String {
         .unwrap_or_else(|| "model".to_string())
 }
 
-/// Reads every `*.safetensors` in `dir` (sorted by name) into one tensor map.
-fn read_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+/// The `*.safetensors` files in `dir`, sorted by name.
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| ClassifyError::io(dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
@@ -258,6 +258,12 @@ fn read_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
         }
     }
     files.sort();
+    Ok(files)
+}
+
+/// Reads every `*.safetensors` in `dir` (sorted by name) into one tensor map.
+fn read_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    let files = safetensors_files(dir)?;
     if files.is_empty() {
         return Err(ClassifyError::invalid(
             dir,

@@ -14,6 +14,7 @@ use hf_hub::api::Progress;
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
+use super::encoder::safetensors_files;
 use super::error::{ClassifyError, Result};
 
 /// The files a model folder must hold besides its weights.
@@ -201,20 +202,13 @@ impl Snapshot {
             Some(shards) => {
                 missing.extend(shards.into_iter().filter(|s| !self.dir.join(s).is_file()))
             }
-            None if !has_safetensors(&self.dir) => missing.push("*.safetensors".to_string()),
+            None if !safetensors_files(&self.dir).is_ok_and(|f| !f.is_empty()) => {
+                missing.push("*.safetensors".to_string())
+            }
             None => {}
         }
         missing
     }
-}
-
-fn has_safetensors(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            let path = e.path();
-            path.extension().is_some_and(|x| x == "safetensors") && path.is_file()
-        })
-    })
 }
 
 /// The distinct shard files a `model.safetensors.index.json` names.
