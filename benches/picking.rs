@@ -87,6 +87,7 @@ fn pool(n: usize, policy: PickPolicy) -> Pool {
         },
         metrics: None,
         labels: Default::default(),
+        direct_requests: true,
     }
 }
 

@@ -232,15 +232,22 @@ curl -si localhost:8801/v1/chat/completions -H 'content-type: application/json' 
 curl -si localhost:8801/v1/chat/completions -H 'content-type: application/json' \
   -d '{"model":"auto","messages":[{"role":"user","content":"Compute the integral of x^2 from 0 to 3, step by step."}]}'
 
-# the research team's hard prompts: the A100 experiment pool
-curl -si localhost:8801/v1/chat/completions -H 'content-type: application/json' -H 'x-team: research' \
+# the research team's hard prompts: the A100 experiment pool. The team comes from a verified
+# token's `team` claim (Envoy's jwt_authn), never from a header the client sets itself;
+# hack/demo-token.sh signs one with the sample's DEMO key
+curl -si localhost:8801/v1/chat/completions -H 'content-type: application/json' \
+  -H "authorization: Bearer $(hack/demo-token.sh research)" \
   -d '{"model":"auto","messages":[{"role":"user","content":"Prove this theorem about primes."}]}'
 
-# streamed (SSE), with usage in the last chunk
-curl -sN localhost:8801/v1/chat/completions -H 'content-type: application/json' \
-  -d '{"model":"auto","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Solve 2x + 3 = 7 step by step."}]}'
+# a model named directly, no route in between: its pool serves it as sent
+curl -si localhost:8801/v1/chat/completions -H 'content-type: application/json' \
+  -d '{"model":"Qwen/Qwen3-30B-A3B","messages":[{"role":"user","content":"Hello!"}]}'
 
-# the router's metrics (requests, decisions, tokens per pool)
+# streamed (SSE); tokens are counted whether or not the client asks for usage
+curl -sN localhost:8801/v1/chat/completions -H 'content-type: application/json' \
+  -d '{"model":"auto","stream":true,"messages":[{"role":"user","content":"Solve 2x + 3 = 7 step by step."}]}'
+
+# the router's metrics (requests, decisions, tokens per pool, requests in flight per endpoint)
 curl -s localhost:9190/metrics | grep semantic_router
 
 # why a request would be routed where it is, without sending it

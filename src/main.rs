@@ -15,7 +15,7 @@ use semantic_router::controller::{file_source, leader};
 use semantic_router::dataplane::admin::AdminState;
 use semantic_router::dataplane::extproc::{ExtProc, Limits};
 use semantic_router::dataplane::metrics::Metrics;
-use semantic_router::dataplane::picker::PolicyPicker;
+use semantic_router::dataplane::picker::{EndpointGauges, PolicyPicker};
 use semantic_router::dataplane::processor::Processor;
 use semantic_router::dataplane::server::{self, TlsFiles};
 use semantic_router::routing::SharedTable;
@@ -269,6 +269,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Endpoint picking follows the live table and scrapes model-server metrics.
     let picker = Arc::new(PolicyPicker::new());
     tokio::spawn(picker.clone().maintain(shared.clone()));
+    registry.register_collector(Box::new(EndpointGauges::new(
+        shared.clone(),
+        picker.clone(),
+    )));
     let models = load_models(&args, &shared, &mut registry)?;
     let cache = SemanticCache::new(CacheLimits {
         max_entries: args.cache_max_entries,
@@ -355,6 +359,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(AdminState {
             registry,
             processor,
+            max_body_bytes: args.max_body_bytes,
         }),
         stopped,
     );
@@ -406,11 +411,13 @@ fn explain(dir: &std::path::Path, headers: &[String], api: Api) -> anyhow::Resul
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let explanation = runtime.block_on(processor.explain(RequestView {
-        kind,
-        headers: &headers,
-        body: &body,
-    }));
+    let explanation = runtime
+        .block_on(processor.explain(RequestView {
+            kind,
+            headers: &headers,
+            body: &body,
+        }))
+        .context("the request body cannot be routed")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string_pretty(&explanation)?)?;
     Ok(())

@@ -234,11 +234,23 @@ async fn routes_by_destination_header_without_ext_proc() {
     let url = envoy.url();
     let dest = |v: String| vec![("x-gateway-destination-endpoint", v)];
 
-    // A plain path passes through to the default upstream, untouched.
-    let resp = client().get(format!("{url}/health")).send().await.unwrap();
+    // An inference path without routing headers passes through to the default upstream;
+    // any other path is answered 404 by Envoy and reaches no backend.
+    let resp = client()
+        .get(format!("{url}/v1/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.text().await.unwrap();
     assert_eq!(port_of(&body), u64::from(a.port()), "{body}");
+    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    for path in ["/health", "/metrics", "/v1/chat/completions/extra"] {
+        let resp = client().get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+    }
     assert_eq!(a_hits.load(Ordering::SeqCst), 1);
 
     // The named endpoint gets it, body intact.

@@ -63,6 +63,16 @@ pub struct ModelPoolSpec {
     /// `cluster: prod-east`), shown in decisions and usable by policy.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+
+    /// Whether a request that names one of the pool's models itself (rather than an alias a
+    /// SemanticRoute governs) may be sent here. Set false for a pool only a route's decisions
+    /// may use, e.g. one team's experiment cluster. Default true.
+    #[serde(default = "default_direct_requests")]
+    pub direct_requests: bool,
+}
+
+fn default_direct_requests() -> bool {
+    true
 }
 
 /// One model that a pool serves.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,15 +21,18 @@ pub struct AdminState {
     pub registry: Registry,
     /// The processor `explain` asks.
     pub processor: Arc<Processor>,
+    /// Largest body `explain` reads: the data plane's own limit, so both judge one body alike.
+    pub max_body_bytes: usize,
 }
 
 /// The admin router.
 pub fn router(state: Arc<AdminState>) -> Router {
+    let limit = DefaultBodyLimit::max(state.max_body_bytes);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/v1/explain", post(explain))
+        .route("/v1/explain", post(explain).layer(limit))
         .with_state(state)
 }
 
@@ -89,13 +92,21 @@ async fn explain(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let explanation = state
+    match state
         .processor
         .explain(RequestView {
             kind,
             headers: &headers,
             body: &body,
         })
-        .await;
-    axum::Json(explanation).into_response()
+        .await
+    {
+        Ok(explanation) => axum::Json(explanation).into_response(),
+        Err(error) => (
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            [(header::CONTENT_TYPE, "application/json")],
+            error.to_body(),
+        )
+            .into_response(),
+    }
 }

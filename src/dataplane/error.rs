@@ -59,6 +59,15 @@ pub enum RequestError {
         limit: usize,
     },
 
+    /// No route governs the requested model and no pool serves it.
+    #[error(
+        "The model '{model}' does not exist behind this router. GET /v1/models lists the models and aliases it serves."
+    )]
+    ModelNotFound {
+        /// The model the request asked for.
+        model: String,
+    },
+
     /// The pool the decision picked has no endpoint ready to serve.
     #[error(
         "No ready endpoint in model pool '{pool}' can serve this request right now. Retry later; if it persists, the pool's endpoints are down."
@@ -93,6 +102,7 @@ impl RequestError {
             | Self::WrongType { .. }
             | Self::InvalidValue { .. } => 400,
             Self::Blocked => 403,
+            Self::ModelNotFound { .. } => 404,
             Self::BodyTooLarge { .. } => 413,
             Self::Overloaded { .. } => 429,
             Self::NoReadyEndpoint { .. } => 503,
@@ -116,6 +126,7 @@ impl RequestError {
             Self::InvalidValue { .. } => "invalid_field_value",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NoReadyEndpoint { .. } => "no_ready_endpoint",
+            Self::ModelNotFound { .. } => "model_not_found",
             Self::Blocked => "jailbreak_detected",
             Self::Overloaded { .. } => "overloaded",
         }
@@ -128,6 +139,7 @@ impl RequestError {
             | Self::MissingField { .. }
             | Self::WrongType { .. }
             | Self::InvalidValue { .. }
+            | Self::ModelNotFound { .. }
             | Self::BodyTooLarge { .. } => "invalid_request_error",
             Self::Blocked => "permission_error",
             Self::Overloaded { .. } => "rate_limit_error",
@@ -206,6 +218,9 @@ mod tests {
             RequestError::Overloaded {
                 reason: "queue full".into(),
             },
+            RequestError::ModelNotFound {
+                model: "gpt-9".into(),
+            },
         ]
     }
 
@@ -226,6 +241,7 @@ mod tests {
                 (503, "no_ready_endpoint", "server_error"),
                 (403, "jailbreak_detected", "permission_error"),
                 (429, "overloaded", "rate_limit_error"),
+                (404, "model_not_found", "invalid_request_error"),
             ]
         );
     }

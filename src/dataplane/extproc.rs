@@ -21,8 +21,8 @@ use tonic::{Status, Streaming};
 use super::error::RequestError;
 use super::metrics::{ErrorLabels, Metrics, OutcomeLabels, RouteLabels, TokenLabels};
 use super::mutations::{
-    self, CACHE_HEADER, DESTINATION_HEADER, DESTINATION_NAMESPACE, header_mutation, immediate,
-    replaced_body, set_header, streamed_body,
+    self, CACHE_HEADER, DESTINATION_HEADER, DESTINATION_NAMESPACE, immediate, replaced_body,
+    replacing_router_headers, set_header, streamed_body,
 };
 use super::openai::ApiKind;
 use super::picker::InFlight;
@@ -30,6 +30,7 @@ use super::processor::{
     Destination, Outcome, Processor, ProxyHints, RequestView, Routed, ShedReason,
 };
 use super::usage::{SseUsageScanner, Usage, usage_from_json};
+use super::usage_strip::UsageStripper;
 use crate::cache::{AnswerReader, Pending};
 
 /// Largest non-streamed response body read for its usage figures; larger ones are not counted.
@@ -122,6 +123,12 @@ struct StreamState {
     cache_fill: Option<Pending>,
     /// The response being read for the cache (a 200 to a cache miss).
     answer: Option<AnswerReader>,
+    /// Router-family headers the client sent, removed before the request goes on.
+    spoofed: Vec<String>,
+    /// The router asked for the stream's usage on the client's behalf.
+    hide_usage: bool,
+    /// Removes that usage from the streamed response.
+    stripper: Option<UsageStripper>,
 }
 
 impl Default for StreamState {
@@ -139,6 +146,9 @@ impl Default for StreamState {
             in_flight: None,
             cache_fill: None,
             answer: None,
+            spoofed: Vec::new(),
+            hide_usage: false,
+            stripper: None,
         }
     }
 }
@@ -199,6 +209,12 @@ impl StreamState {
         inner: &Inner,
     ) -> Vec<ProcessingResponse> {
         self.headers = header_map(message.headers.as_ref());
+        self.spoofed = self
+            .headers
+            .keys()
+            .filter(|name| mutations::is_router_header(name))
+            .cloned()
+            .collect();
         let post = self.headers.get(":method").is_some_and(|m| m == "POST");
         let path = self.headers.get(":path").map_or("", String::as_str);
         self.kind = ApiKind::from_path(path).filter(|_| post);
@@ -212,7 +228,7 @@ impl StreamState {
         }
         if self.kind.is_none() {
             self.decided = true;
-            return vec![mutations::request_headers(CommonResponse::default())];
+            return vec![mutations::request_headers(self.untouched())];
         }
         if message.end_of_stream {
             return self.decide(inner).await;
@@ -221,7 +237,16 @@ impl StreamState {
             // Held until the body is complete, so headers and body are answered together.
             Vec::new()
         } else {
-            vec![mutations::request_headers(CommonResponse::default())]
+            // The body phase can still set headers, but not remove the client's own.
+            vec![mutations::request_headers(self.untouched())]
+        }
+    }
+
+    /// Continue the request as it is, less the client's router-family headers.
+    fn untouched(&self) -> CommonResponse {
+        CommonResponse {
+            header_mutation: replacing_router_headers(Vec::new(), &self.spoofed),
+            ..CommonResponse::default()
         }
     }
 
@@ -296,7 +321,7 @@ impl StreamState {
                     .inc();
                 if self.duplex() {
                     vec![
-                        mutations::request_headers(CommonResponse::default()),
+                        mutations::request_headers(self.untouched()),
                         mutations::request_body(streamed_body(body, true)),
                     ]
                 } else {
@@ -305,11 +330,7 @@ impl StreamState {
             }
             Outcome::Routed(mut routed) => {
                 if let Some(pick) = routed.pick.take() {
-                    // A proxy that sends no response phase (older Envoys, or response
-                    // processing switched off) never reports an answer: no failure then.
-                    let answers = self.response_mode != BodySendMode::None;
-                    self.in_flight = InFlight::start(inner.processor.picker().clone(), pick)
-                        .map(|f| f.unanswered_fails(answers));
+                    self.in_flight = InFlight::start(inner.processor.picker().clone(), pick);
                 }
                 let labels = RouteLabels {
                     decision: routed.decision.clone(),
@@ -327,6 +348,7 @@ impl StreamState {
                     .get_or_create(&outcome_labels(Some(&labels), "upstream"))
                     .inc();
                 self.response.stream = routed.stream;
+                self.hide_usage = routed.hide_usage;
                 self.routed = Some(labels);
                 self.cache_fill = routed.cache_fill.take();
                 self.forward(*routed)
@@ -353,7 +375,7 @@ impl StreamState {
             }
         };
         let common = CommonResponse {
-            header_mutation: header_mutation(headers),
+            header_mutation: replacing_router_headers(headers, &self.spoofed),
             clear_route_cache: true,
             ..CommonResponse::default()
         };
@@ -396,19 +418,25 @@ impl StreamState {
             .get("content-type")
             .is_some_and(|c| c.starts_with("text/event-stream"));
         let Some(labels) = &self.routed else {
-            return vec![mutations::response_headers(Vec::new())];
+            return vec![mutations::response_headers(Vec::new(), Vec::new())];
         };
         let mut set = mutations::route_headers(labels, "upstream");
+        let status_ok = headers.get(":status").is_none_or(|s| s == "200");
+        let mut remove = Vec::new();
+        if self.hide_usage && self.response.sse && status_ok && !message.end_of_stream {
+            self.stripper = Some(UsageStripper::default());
+            // The body the client gets is shorter than the one the server announced.
+            remove.push("content-length".to_owned());
+        }
         if self.cache_fill.is_some() {
             set.push(set_header(CACHE_HEADER, "miss"));
-            let ok = headers.get(":status").is_none_or(|s| s == "200");
-            if ok && !message.end_of_stream {
+            if status_ok && !message.end_of_stream {
                 self.answer = Some(AnswerReader::new(self.response.sse, MAX_CACHED_RESPONSE));
             } else {
                 self.cache_fill = None;
             }
         }
-        let out = vec![mutations::response_headers(set)];
+        let out = vec![mutations::response_headers(set, remove)];
         if message.end_of_stream {
             self.record_usage(inner);
         }
@@ -429,10 +457,18 @@ impl StreamState {
                 self.fill_cache();
             }
         }
+        let replaced = self
+            .stripper
+            .as_mut()
+            .and_then(|s| s.chunk(&message.body, message.end_of_stream));
         vec![if self.response_mode == BodySendMode::FullDuplexStreamed {
-            mutations::response_body(streamed_body(message.body, message.end_of_stream))
+            let body = replaced.unwrap_or(message.body);
+            mutations::response_body(streamed_body(body, message.end_of_stream))
         } else {
-            mutations::response_body(CommonResponse::default())
+            mutations::response_body(CommonResponse {
+                body_mutation: replaced.map(mutations::chunk_replaced),
+                ..CommonResponse::default()
+            })
         }]
     }
 
@@ -1055,23 +1091,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn streams_that_end_without_a_response_eject_the_endpoint() {
+    async fn cancelled_streams_never_eject_and_server_errors_do() {
         let picker = Arc::new(PolicyPicker::default());
         let inner = inner_with(picker.clone());
         let settings = crate::api::EndpointPicking::default();
-        let mut first = None;
-        for _ in 0..settings.health.consecutive_failures {
+        let view = || {
+            picker
+                .view(SocketAddr::from(([10, 0, 0, 2], 8000)), &settings)
+                .unwrap()
+        };
+        for _ in 0..3 * settings.health.consecutive_failures {
             let mut s = StreamState::default();
             let out = math(&mut s, &inner, Some(subset(&["10.0.0.2:8000"]))).await;
-            first.get_or_insert(set_headers(common(&out[0]))[DESTINATION_HEADER].clone());
-            // Envoy closes the stream: no response headers ever came.
+            assert_eq!(
+                set_headers(common(&out[0]))[DESTINATION_HEADER],
+                "10.0.0.2:8000"
+            );
+            // The client hangs up: Envoy closes the stream before any response headers.
         }
-        assert_eq!(first.as_deref(), Some("10.0.0.2:8000"));
-        let view = picker
-            .view(SocketAddr::from(([10, 0, 0, 2], 8000)), &settings)
-            .unwrap();
-        assert!(view.ejected);
-        assert_eq!(view.in_flight, 0);
+        assert!(
+            !view().ejected,
+            "a downstream cancel says nothing of the endpoint"
+        );
+        assert_eq!(view().in_flight, 0);
+        for _ in 0..settings.health.consecutive_failures {
+            let mut s = StreamState::default();
+            math(&mut s, &inner, Some(subset(&["10.0.0.2:8000"]))).await;
+            // Envoy's own 503 after the connect attempts failed reaches the response path.
+            s.handle(response_headers("503", None), &inner).await;
+        }
+        assert!(view().ejected);
         let mut s = StreamState::default();
         let out = math(&mut s, &inner, None).await;
         assert_eq!(
@@ -1079,32 +1128,154 @@ mod tests {
             "10.0.0.3:8000",
             "the ejected endpoint is skipped, also as a fallback"
         );
+    }
 
-        // A proxy that sends no response phase says so (response body mode NONE): streams
-        // ending unanswered then tell nothing about the endpoint.
-        let picker = Arc::new(PolicyPicker::default());
-        let inner = inner_with(picker.clone());
-        for _ in 0..2 * settings.health.consecutive_failures {
-            let mut s = StreamState::default();
-            let mut first = headers(
-                "POST",
-                "/v1/chat/completions",
-                false,
-                BodySendMode::FullDuplexStreamed,
-            );
-            if let Some(config) = &mut first.protocol_config {
-                config.response_body_mode = BodySendMode::None as i32;
+    /// Duplex request headers with extra client headers.
+    fn headers_with(extra: &[(&str, &str)]) -> ProcessingRequest {
+        let mut request = headers(
+            "POST",
+            "/v1/chat/completions",
+            false,
+            BodySendMode::FullDuplexStreamed,
+        );
+        if let Some(Request::RequestHeaders(h)) = &mut request.request {
+            let map = h.headers.get_or_insert_with(Default::default);
+            for (k, v) in extra {
+                map.headers.push(HeaderValue {
+                    key: (*k).into(),
+                    raw_value: v.as_bytes().to_vec(),
+                    ..HeaderValue::default()
+                });
             }
-            first.metadata_context = Some(subset(&["10.0.0.2:8000"]));
-            s.handle(first, &inner).await;
-            s.handle(body(&chat("find the integral of x"), true), &inner)
-                .await;
         }
-        let view = picker
-            .view(SocketAddr::from(([10, 0, 0, 2], 8000)), &settings)
-            .unwrap();
-        assert!(!view.ejected);
-        assert_eq!(view.in_flight, 0);
+        request
+    }
+
+    fn removed(common: &CommonResponse) -> Vec<String> {
+        let mut names: Vec<String> = common
+            .header_mutation
+            .iter()
+            .flat_map(|m| m.remove_headers.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn client_sent_router_headers_are_replaced_or_removed() {
+        let inner = inner(1 << 20);
+        let spoofed = [
+            ("x-semantic-router-decision", "evil"),
+            ("x-semantic-router-jailbreak", "clean"),
+            ("x-gateway-destination-endpoint-served", "10.9.9.9:80"),
+            ("x-team", "kept"),
+        ];
+        // Routed: the router's own values win, the rest of the family goes.
+        let mut s = StreamState::default();
+        assert!(s.handle(headers_with(&spoofed), &inner).await.is_empty());
+        let out = s.handle(body(&chat("hello"), true), &inner).await;
+        let head = common(&out[0]);
+        assert_eq!(set_headers(head)["x-semantic-router-decision"], "default");
+        assert_eq!(
+            removed(head),
+            [
+                "x-gateway-destination-endpoint-served",
+                "x-semantic-router-jailbreak"
+            ]
+        );
+        // Passed on (no table yet): all of the family goes.
+        let empty = Inner {
+            processor: Arc::new(Processor::new(
+                SharedTable::default(),
+                Arc::new(PolicyPicker::default()),
+                Arc::new(NoModels),
+            )),
+            metrics: Arc::new(Metrics::new()),
+            limits: Limits {
+                max_body_bytes: 1 << 20,
+            },
+        };
+        let mut s = StreamState::default();
+        s.handle(headers_with(&spoofed), &empty).await;
+        let out = s.handle(body(&chat("hello"), true), &empty).await;
+        assert_eq!(removed(common(&out[0])).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn usage_the_router_asked_for_is_counted_and_hidden() {
+        let inner = inner(1 << 20);
+        let mut s = StreamState::default();
+        s.handle(headers_with(&[]), &inner).await;
+        let request = serde_json::to_vec(&json!({"model": "auto", "stream": true,
+            "messages": [{"role": "user", "content": "find the integral of x"}]}))
+        .unwrap();
+        let out = s.handle(body(&request, true), &inner).await;
+        let forwarded = match common(&out[1])
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.as_ref())
+        {
+            Some(Mutation::StreamedResponse(r)) => {
+                serde_json::from_slice::<Value>(&r.body).unwrap()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(forwarded["stream_options"]["include_usage"], true);
+
+        let mut sse = response_headers("200", None);
+        if let Some(Request::ResponseHeaders(h)) = &mut sse.request {
+            h.headers
+                .get_or_insert_with(Default::default)
+                .headers
+                .push(HeaderValue {
+                    key: "content-type".into(),
+                    raw_value: b"text/event-stream".to_vec(),
+                    ..HeaderValue::default()
+                });
+        }
+        let out = s.handle(sse, &inner).await;
+        assert_eq!(removed(common(&out[0])), ["content-length"]);
+        let chunk = |bytes: &[u8], end_of_stream| ProcessingRequest {
+            request: Some(Request::ResponseBody(HttpBody {
+                body: bytes.to_vec(),
+                end_of_stream,
+                ..HttpBody::default()
+            })),
+            ..ProcessingRequest::default()
+        };
+        let sent = |out: &[ProcessingResponse]| match common(&out[0])
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.as_ref())
+        {
+            None => None,
+            Some(Mutation::Body(b)) => Some(String::from_utf8(b.clone()).unwrap()),
+            Some(Mutation::ClearBody(true)) => Some(String::new()),
+            other => panic!("{other:?}"),
+        };
+        let token = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n";
+        let out = s.handle(chunk(token.as_bytes(), false), &inner).await;
+        assert_eq!(
+            sent(&out).as_deref(),
+            Some("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n")
+        );
+        let usage =
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":9}}\n\n";
+        let out = s.handle(chunk(usage.as_bytes(), false), &inner).await;
+        assert_eq!(sent(&out).as_deref(), Some(""));
+        let out = s.handle(chunk(b"data: [DONE]\n\n", true), &inner).await;
+        assert_eq!(sent(&out), None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &{
+            let mut r = prometheus_client::registry::Registry::default();
+            inner.metrics.register(&mut r);
+            r
+        })
+        .unwrap();
+        assert!(
+            text.contains(r#"kind="completion"} 9"#),
+            "the hidden usage was counted: {text}"
+        );
     }
 
     proptest::proptest! {

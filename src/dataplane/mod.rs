@@ -12,3 +12,4 @@ pub mod processor;
 pub mod server;
 pub mod signals;
 pub mod usage;
+pub mod usage_strip;

@@ -36,10 +36,40 @@ pub fn set_header(key: &str, value: impl Into<Vec<u8>>) -> HeaderValueOption {
 
 /// A header mutation setting these headers.
 pub fn header_mutation(headers: Vec<HeaderValueOption>) -> Option<HeaderMutation> {
-    (!headers.is_empty()).then(|| HeaderMutation {
-        set_headers: headers,
-        remove_headers: Vec::new(),
+    header_changes(headers, Vec::new())
+}
+
+/// A header mutation setting `set` and removing `remove`; `None` when it changes nothing.
+pub fn header_changes(set: Vec<HeaderValueOption>, remove: Vec<String>) -> Option<HeaderMutation> {
+    let changes = !set.is_empty() || !remove.is_empty();
+    changes.then_some(HeaderMutation {
+        set_headers: set,
+        remove_headers: remove,
     })
+}
+
+/// Whether a header belongs to the families only the router and the proxy may write:
+/// `x-semantic-router-*` and the endpoint-picker protocol's `x-gateway-destination-endpoint*`.
+/// A client's own are never believed, forwarded or logged.
+pub fn is_router_header(name: &str) -> bool {
+    name.starts_with("x-semantic-router-") || name.starts_with(DESTINATION_HEADER)
+}
+
+/// A header mutation setting `set` and removing the request's own router headers
+/// (`received`, lower-case names) that `set` does not overwrite.
+pub fn replacing_router_headers(
+    set: Vec<HeaderValueOption>,
+    received: &[String],
+) -> Option<HeaderMutation> {
+    let remove: Vec<String> = received
+        .iter()
+        .filter(|name| {
+            !set.iter()
+                .any(|h| h.header.as_ref().is_some_and(|h| h.key == **name))
+        })
+        .cloned()
+        .collect();
+    header_changes(set, remove)
 }
 
 /// Continue the request headers, optionally with a mutation and a route-cache clear.
@@ -49,11 +79,11 @@ pub fn request_headers(common: CommonResponse) -> ProcessingResponse {
     }))
 }
 
-/// Continue the response headers with these extra headers.
-pub fn response_headers(headers: Vec<HeaderValueOption>) -> ProcessingResponse {
+/// Continue the response headers, setting `set` and removing `remove`.
+pub fn response_headers(set: Vec<HeaderValueOption>, remove: Vec<String>) -> ProcessingResponse {
     response(Response::ResponseHeaders(HeadersResponse {
         response: Some(CommonResponse {
-            header_mutation: header_mutation(headers),
+            header_mutation: header_changes(set, remove),
             ..CommonResponse::default()
         }),
     }))
@@ -94,6 +124,18 @@ pub fn replaced_body(body: Vec<u8>) -> Option<BodyMutation> {
     Some(BodyMutation {
         mutation: Some(body_mutation::Mutation::Body(body)),
     })
+}
+
+/// A body mutation that, in STREAMED mode, replaces the current chunk with `body` (which
+/// may be empty).
+pub fn chunk_replaced(body: Vec<u8>) -> BodyMutation {
+    BodyMutation {
+        mutation: Some(if body.is_empty() {
+            body_mutation::Mutation::ClearBody(true)
+        } else {
+            body_mutation::Mutation::Body(body)
+        }),
+    }
 }
 
 /// Continue trailers unchanged.

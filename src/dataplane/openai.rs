@@ -130,6 +130,26 @@ impl InferenceRequest {
             .unwrap_or(false)
     }
 
+    /// Asks a streamed request's server for usage (`stream_options.include_usage: true`) when
+    /// the client did not; true when it was added, so the stream must be given back without
+    /// it. A `stream_options` that is not an object is left to the server to refuse.
+    pub fn request_usage(&mut self) -> bool {
+        if !self.stream() || self.stream_includes_usage() {
+            return false;
+        }
+        let options = self
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        match options {
+            Value::Object(options) => {
+                options.insert("include_usage".into(), Value::Bool(true));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The text the signals classify: for Chat the last `user` message (its text parts
     /// joined with `"\n"`; image and other parts skipped), for Completions the prompt (an
     /// array of prompts joined with `"\n"`, token-id prompts give no text). Empty when
@@ -491,6 +511,35 @@ mod tests {
         for kind in [ApiKind::Chat, ApiKind::Completions] {
             assert_eq!(ApiKind::from_path(kind.path()), Some(kind));
         }
+    }
+
+    #[test]
+    fn usage_is_requested_only_for_streams_without_it() {
+        let mut r = chat(
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"continuous_usage_stats": false}}),
+        )
+        .unwrap();
+        assert!(r.request_usage());
+        assert_eq!(
+            r.as_json()["stream_options"],
+            json!({"continuous_usage_stats": false, "include_usage": true})
+        );
+        assert!(!r.request_usage(), "already there");
+        let mut r = chat(basic_chat()).unwrap();
+        assert!(!r.request_usage(), "not a stream");
+        assert!(r.as_json().get("stream_options").is_none());
+        let mut r = chat(
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_usage": false}}),
+        )
+        .unwrap();
+        assert!(r.request_usage(), "asked not to: the router still counts");
+        let mut r =
+            completions(json!({"model": "m", "stream": true, "prompt": "x", "stream_options": 3}))
+                .unwrap();
+        assert!(!r.request_usage());
+        assert_eq!(r.as_json()["stream_options"], 3);
     }
 
     #[test]

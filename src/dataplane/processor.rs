@@ -23,6 +23,9 @@ use super::metrics::RouteLabels;
 use super::openai::{ApiKind, InferenceRequest};
 use super::picker::{EndpointPicker, Pick, PickRequest, Unavailable};
 
+/// The decision label of a request that named a served model itself (no route governs it).
+pub const DIRECT: &str = "direct";
+
 /// Where Envoy sends a routed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
@@ -66,6 +69,8 @@ pub struct Routed {
     pub stream: bool,
     /// The route flags (rather than blocks) jailbreaks and this prompt scored as one.
     pub jailbreak_flagged: bool,
+    /// The router asked for the stream's usage itself: hide it from the client.
+    pub hide_usage: bool,
     /// The endpoints picked, for accounting once the request is sent; `None` for a cluster.
     pub pick: Option<Pick>,
     /// A semantic-cache miss to fill with the answer, when the route caches.
@@ -290,7 +295,7 @@ impl Processor {
             .decide(&parsed, request.headers, hints, UseCache::Yes)
             .await
         else {
-            return Outcome::PassThrough;
+            return self.direct(parsed, request.headers, hints);
         };
         let Chosen {
             target,
@@ -329,7 +334,9 @@ impl Processor {
             target.model.reasoning_family,
             &target.reasoning,
         );
+        let hide_usage = parsed.request_usage();
         Outcome::Routed(Box::new(Routed {
+            hide_usage,
             body: parsed.to_bytes(),
             decision: decision_name(&decided.route, decided.decision).to_owned(),
             model: target.model.name.clone(),
@@ -343,8 +350,59 @@ impl Processor {
         }))
     }
 
-    /// Explains the decision for a request without sending it anywhere.
-    pub async fn explain(&self, request: RequestView<'_>) -> Explanation {
+    /// A request no route governs: to a pool that serves the model it names, its body as the
+    /// client wrote it; a model nothing serves gets 404. Before the first table: passed on.
+    fn direct(
+        &self,
+        mut parsed: InferenceRequest,
+        headers: &HashMap<String, String>,
+        hints: &ProxyHints,
+    ) -> Outcome {
+        let Some(table) = self.table.load() else {
+            return Outcome::PassThrough;
+        };
+        let targets = table.direct_targets(parsed.model());
+        if targets.is_empty() {
+            return Outcome::Rejected(RequestError::ModelNotFound {
+                model: parsed.model().to_owned(),
+            });
+        }
+        let prompt = prompt_pieces(&parsed);
+        let request = PickRequest {
+            model: "",
+            prompt: &prompt,
+            headers: Some(headers),
+            subset: hints.subset.as_deref(),
+        };
+        let Chosen {
+            target,
+            destination,
+            pick,
+        } = match self.choose(targets.iter(), &request) {
+            Ok(chosen) => chosen,
+            Err(Refusal::Shed(error, reason)) => return Outcome::Shed { error, reason },
+            Err(Refusal::Error(error)) => return Outcome::Rejected(error),
+            Err(Refusal::Answered(..)) => unreachable!("choose never answers from the cache"),
+        };
+        let hide_usage = parsed.request_usage();
+        Outcome::Routed(Box::new(Routed {
+            hide_usage,
+            body: parsed.to_bytes(),
+            decision: DIRECT.to_owned(),
+            model: target.model.name.clone(),
+            pool: target.pool.key.name.clone(),
+            reasoning: "client",
+            destination,
+            stream: parsed.stream(),
+            jailbreak_flagged: false,
+            pick,
+            cache_fill: None,
+        }))
+    }
+
+    /// Explains the decision for a request without sending it anywhere; the error the client
+    /// would get when the body itself is unusable.
+    pub async fn explain(&self, request: RequestView<'_>) -> Result<Explanation, RequestError> {
         let mut explanation = Explanation {
             route: None,
             decision: None,
@@ -354,13 +412,7 @@ impl Processor {
             jailbreak: None,
             error: None,
         };
-        let parsed = match InferenceRequest::parse(request.kind, request.body) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                explanation.error = Some(e.to_string());
-                return explanation;
-            }
-        };
+        let parsed = InferenceRequest::parse(request.kind, request.body)?;
         let Some(decided) = self
             .decide(
                 &parsed,
@@ -370,7 +422,7 @@ impl Processor {
             )
             .await
         else {
-            return explanation;
+            return Ok(explanation);
         };
         let route = &decided.route;
         explanation.route = Some(route.key.to_string());
@@ -416,7 +468,7 @@ impl Processor {
             }
             Err(refusal) => explanation.error = refusal.error().map(ToString::to_string),
         }
-        explanation
+        Ok(explanation)
     }
 
     /// Finds the governing route and decides; `None` when no route governs the request.
@@ -994,7 +1046,7 @@ mod tests {
             headers: &headers,
             body,
         };
-        let explained = p.explain(view()).await;
+        let explained = p.explain(view()).await.unwrap();
         assert_eq!(explained.target.unwrap().pool, "big");
         let _ = p.process(view()).await;
         let settings = crate::api::EndpointPicking::default();

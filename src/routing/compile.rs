@@ -221,6 +221,7 @@ fn compile_pool(
         picking: spec.endpoint_picking.clone(),
         metrics: spec.metrics.clone(),
         labels: spec.labels.clone(),
+        direct_requests: spec.direct_requests,
     }
 }
 

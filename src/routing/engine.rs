@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::api::KeywordOperator;
+use crate::api::{KeywordOperator, Reasoning};
 
 use super::table::{Condition, Decision, Route, RoutingTable, SignalId, SignalKind, Target};
 
@@ -85,8 +85,25 @@ impl RoutingTable {
         self.routes.iter().find(|r| r.governs(model, headers))
     }
 
+    /// Where a request that names `model` itself goes when no route governs it: every pool
+    /// that serves the model and takes direct requests, in table order (the first that can
+    /// take the request serves it). The body's reasoning fields are the client's own.
+    pub fn direct_targets(&self, model: &str) -> Vec<Target> {
+        self.pools
+            .values()
+            .filter(|p| p.direct_requests)
+            .filter_map(|pool| {
+                Some(Target {
+                    model: pool.models.get(model)?.clone(),
+                    pool: pool.clone(),
+                    reasoning: Reasoning::default(),
+                })
+            })
+            .collect()
+    }
+
     /// Every model name a client may ask for through the router: the aliases routes govern and
-    /// the models pools serve, sorted and without duplicates.
+    /// the models of pools that take direct requests, sorted and without duplicates.
     pub fn model_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
             .routes
@@ -95,6 +112,7 @@ impl RoutingTable {
             .chain(
                 self.pools
                     .values()
+                    .filter(|p| p.direct_requests)
                     .flat_map(|p| p.models.keys().map(String::as_str)),
             )
             .collect();

@@ -42,6 +42,8 @@ pub struct Pool {
     pub metrics: Option<MetricsScrape>,
     /// Free-form attributes (accelerator, cluster).
     pub labels: BTreeMap<String, String>,
+    /// Whether requests naming one of its models directly (no route governs them) may go here.
+    pub direct_requests: bool,
 }
 
 /// A model served by a pool.

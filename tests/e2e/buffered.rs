@@ -195,83 +195,45 @@ async fn buffered_malformed_bodies_get_openai_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn buffered_other_paths_and_models_pass_through_untouched() {
+async fn buffered_other_paths_and_models_are_refused_or_served_directly() {
     let stack = start();
 
-    let models = stack
-        .client
-        .get(format!("{}/v1/files", stack.envoy.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        models.status(),
-        404,
-        "the simulator's own answer: {}",
-        stack.logs()
-    );
-    assert_eq!(header(&models, "x-sim-name"), "small");
-    assert!(models.headers().get("x-semantic-router-decision").is_none());
-    let received = only_request(&stack.small).await;
-    assert_eq!(received["path"], "/v1/files");
-    assert!(
-        received["headers"]
-            .get("x-semantic-router-decision")
-            .is_none()
-    );
-    stack.small.clear().await;
+    // Paths outside the inference API: Envoy's 404, no model server sees them.
+    for (method, path) in [("GET", "/v1/files"), ("POST", "/v1/embeddings")] {
+        let request = match method {
+            "GET" => stack.client.get(format!("{}{path}", stack.envoy.url())),
+            _ => stack
+                .client
+                .post(format!("{}{path}", stack.envoy.url()))
+                .header("content-type", "application/json")
+                .body(json!({"model": "auto", "input": "hello"}).to_string()),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}: {}", stack.logs());
+        assert!(response.headers().get("x-sim-name").is_none());
+    }
+    assert!(stack.small.requests().await.is_empty());
 
-    // A POST to a path the router does not process: answered in the headers phase, the
-    // body goes on as sent.
-    let body = json!({"model": "auto", "input": "hello"}).to_string();
-    let embeddings = stack
-        .client
-        .post(format!("{}/v1/embeddings", stack.envoy.url()))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        header(&embeddings, "x-sim-name"),
-        "small",
-        "{}",
-        stack.logs()
-    );
-    assert!(
-        embeddings
-            .headers()
-            .get("x-semantic-router-decision")
-            .is_none()
-    );
-    let received = only_request(&stack.small).await;
-    assert_eq!(received["path"], "/v1/embeddings");
-    assert_eq!(
-        received["body"],
-        serde_json::from_str::<Value>(&body).unwrap()
-    );
-    assert_eq!(
-        received["headers"]["content-length"],
-        body.len().to_string()
-    );
-    stack.small.clear().await;
+    // A model no route governs and no pool serves: the router's own 404 after the body.
+    let unknown = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let response = stack.raw(unknown.to_string()).await;
+    assert_eq!(response.status(), 404, "{}", stack.logs());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert!(stack.small.requests().await.is_empty());
 
-    // A model no route governs: the router passes it after reading the body, unchanged.
-    let ungoverned = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
-    let response = stack.raw(ungoverned.to_string()).await;
+    // A served model named directly: its pool, the body as sent, a fitting content-length.
+    let direct =
+        json!({"model": "Qwen/Qwen3-1.7B", "messages": [{"role": "user", "content": "hi"}]});
+    let response = stack.raw(direct.to_string()).await;
     assert_eq!(response.status(), 200, "{}", stack.logs());
     assert_eq!(header(&response, "x-sim-name"), "small");
+    assert_eq!(header(&response, "x-semantic-router-decision"), "direct");
     let received = only_request(&stack.small).await;
-    assert_eq!(received["body"], ungoverned);
-    assert!(received["body"].get("chat_template_kwargs").is_none());
-    assert!(
-        received["headers"]
-            .get("x-semantic-router-decision")
-            .is_none()
-    );
+    assert_eq!(received["body"], direct);
     assert_eq!(
         received["headers"]["content-length"],
-        ungoverned.to_string().len().to_string()
+        direct.to_string().len().to_string()
     );
 }
 

@@ -6,6 +6,7 @@ mod controller;
 mod crds;
 mod dataplane;
 mod gateway;
+mod hostile;
 mod picking;
 mod semantic;
 mod support;

@@ -321,6 +321,9 @@ async fn a_killed_endpoint_is_ejected_and_no_request_fails() {
             "an ejected endpoint is not even a fallback: {dest}"
         );
     }
+    let metrics = stack.router.metrics().await;
+    let gauge = format!(r#"semantic_router_endpoint_ejected{{pool="gpu",endpoint="{dead}"}} 1"#);
+    assert!(metrics.contains(&gauge), "{metrics}");
     // It comes back on the same address; after its ejection time it gets traffic again.
     let addr = dead.parse().unwrap();
     stack.sims[1] = Sim::start_with(
@@ -336,6 +339,66 @@ async fn a_killed_endpoint_is_ejected_and_no_request_fails() {
         })
         .await;
     assert_eq!(stack.name_of(addr), "s1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_hang_up_eject_no_endpoint() {
+    let stack = Stack::start(
+        2,
+        "{policy: RoundRobin, fallbacks: 1, health: {consecutiveFailures: 2, ejectionSeconds: 30}}",
+    );
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        let cancelled = impatient
+            .post(format!("{}/v1/chat/completions", stack.envoy.url()))
+            .header("content-type", "application/json")
+            .header("x-sim-delay-ms", "1500")
+            .body(
+                json!({"model": "auto", "max_tokens": 2, "messages": [user("slow one")]})
+                    .to_string(),
+            )
+            .send()
+            .await;
+        assert!(cancelled.is_err_and(|e| e.is_timeout()));
+    }
+    // The router learns of each cancel when Envoy closes its stream.
+    let idle = |metrics: &str| {
+        let lines: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("semantic_router_endpoint_in_flight{"))
+            .collect();
+        lines.len() == 2 && lines.iter().all(|l| l.ends_with(" 0"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = stack.router.metrics().await;
+    while !idle(&last) {
+        assert!(
+            Instant::now() < deadline,
+            "requests still in flight:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = stack.router.metrics().await;
+    }
+    for sim in &stack.sims {
+        let ejected = format!(
+            r#"semantic_router_endpoint_ejected{{pool="gpu",endpoint="{}"}} 0"#,
+            sim.addr
+        );
+        assert!(last.contains(&ejected), "{ejected} not in\n{last}");
+    }
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        let answer = stack.chat(&[user("quick one")], &[]).await;
+        assert_eq!(answer.status, 200);
+        served.push(answer.sim);
+    }
+    assert!(
+        served.iter().any(|s| s == "s0") && served.iter().any(|s| s == "s1"),
+        "both endpoints still serve: {served:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

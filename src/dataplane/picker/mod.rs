@@ -16,6 +16,7 @@
 //! `fallbacks` further endpoints for Envoy to retry on.
 
 mod endpoint;
+mod gauges;
 mod health;
 mod lru;
 mod prefix;
@@ -33,6 +34,7 @@ use rand::Rng;
 use crate::api::{EndpointPicking, PassiveHealth, PickPolicy};
 use crate::routing::{ObjectKey, Pool, PoolBackend, RoutingTable, SharedTable};
 
+pub use gauges::EndpointGauges;
 pub use health::Attempt;
 pub use prefix::{MAX_BLOCKS, block_hashes};
 pub use score::{Figures, Load};
@@ -125,14 +127,18 @@ pub trait EndpointPicker: Send + Sync {
 }
 
 /// One routed request from the moment it is sent: tells the picker it started, what the
-/// response said, and that it finished — also when it is dropped without a response, which
-/// counts as a connect failure of the endpoint it was sent to.
+/// response said, and that it finished — also when it is dropped without a response.
+///
+/// Only a response says anything about the endpoint's health: every failure of an endpoint
+/// (connect error, reset, timeout, 5xx) reaches the proxy's response path, as the upstream's
+/// status or the proxy's own 5xx. A stream that ends without one was cancelled downstream (the
+/// client went away) or lost with the proxy, and counts neither way: otherwise any client
+/// could eject healthy endpoints by hanging up on slow requests.
 pub struct InFlight {
     picker: Arc<dyn EndpointPicker>,
     pick: Pick,
     on: SocketAddr,
     responded: bool,
-    unanswered_fails: bool,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -155,16 +161,7 @@ impl InFlight {
             pick,
             on,
             responded: false,
-            unanswered_fails: true,
         })
-    }
-
-    /// Whether ending without [`respond`](Self::respond) counts as a connect failure (the
-    /// default). Only when the proxy sends response headers at all: a proxy configured not to
-    /// would otherwise eject every endpoint.
-    pub fn unanswered_fails(mut self, fails: bool) -> Self {
-        self.unanswered_fails = fails;
-        self
     }
 
     /// The endpoint the request is accounted to now.
@@ -208,9 +205,6 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if !self.responded && self.unanswered_fails {
-            self.picker.attempted(&self.pick, self.on, Attempt::Failed);
-        }
         self.picker.finished(&self.pick, self.on);
     }
 }

@@ -17,6 +17,7 @@ fn pool_with(n: u16, picking: EndpointPicking) -> Pool {
         picking,
         metrics: None,
         labels: Default::default(),
+        direct_requests: true,
     }
 }
 
@@ -303,7 +304,7 @@ fn endpoints_before_the_served_one_failed_and_the_request_moves_to_it() {
 }
 
 #[test]
-fn a_stream_without_a_response_is_a_connect_failure_and_5xx_count_too() {
+fn server_errors_are_failures_and_streams_without_a_response_count_not_at_all() {
     let picker = Arc::new(PolicyPicker::default());
     let mut settings = picking(PickPolicy::RoundRobin, 0);
     settings.health.consecutive_failures = 3;
@@ -319,23 +320,23 @@ fn a_stream_without_a_response_is_a_connect_failure_and_5xx_count_too() {
         )
         .unwrap()
     };
-    drop(start());
+    let view = || picker.view(addr(0), &p.picking).unwrap();
     start().respond(502, None);
     start().respond(404, None);
-    assert!(
-        !picker.view(addr(0), &p.picking).unwrap().ejected,
-        "a 4xx is a success"
-    );
-    drop(start());
+    assert!(!view().ejected, "a 4xx is a success");
     start().respond(500, None);
-    assert!(!picker.view(addr(0), &p.picking).unwrap().ejected);
-    drop(start().unanswered_fails(false));
+    start().respond(503, None);
+    // Cancelled by the client (no response): neither a failure nor a success.
+    for _ in 0..10 {
+        drop(start());
+    }
+    assert!(!view().ejected, "cancelled streams never eject");
+    assert_eq!(view().in_flight, 0, "but they end their accounting");
+    start().respond(504, None);
     assert!(
-        !picker.view(addr(0), &p.picking).unwrap().ejected,
-        "no answer expected, none counted"
+        view().ejected,
+        "three 5xx in a row, cancellations between them"
     );
-    drop(start());
-    assert!(picker.view(addr(0), &p.picking).unwrap().ejected);
 }
 
 #[test]

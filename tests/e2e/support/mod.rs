@@ -43,3 +43,43 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A bearer token for `team` from `hack/demo-token.sh`: signed with the sample's demo key
+/// (which the sample Envoy config trusts), or with `key` to forge one.
+pub fn demo_token(team: &str, key: Option<&std::path::Path>) -> String {
+    let mut command = std::process::Command::new(repo_root().join("hack/demo-token.sh"));
+    command.arg(team);
+    if let Some(key) = key {
+        command.arg(key);
+    }
+    let out = command.output().expect("run hack/demo-token.sh");
+    assert!(
+        out.status.success(),
+        "hack/demo-token.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("a token is ASCII")
+        .trim()
+        .to_owned()
+}
+
+/// A fresh RSA signing key in `dir` that no config trusts (for forged tokens).
+pub fn untrusted_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("forger.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl genpkey failed");
+    path
+}

@@ -1,0 +1,134 @@
+//! Per-endpoint gauges read at scrape time: requests in flight and ejection, by pool and
+//! endpoint. What an operator watches when a stream hangs or a pool loses capacity.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::PolicyPicker;
+use crate::routing::{PoolBackend, SharedTable};
+
+/// Labels of one endpoint of one pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    /// Pool name.
+    pool: String,
+    /// `ip:port`.
+    endpoint: String,
+}
+
+/// Collects `semantic_router_endpoint_{in_flight,ejected}` for every endpoint of the live
+/// table's pools, from the picker's own state.
+pub struct EndpointGauges {
+    table: SharedTable,
+    picker: Arc<PolicyPicker>,
+}
+
+impl EndpointGauges {
+    /// Gauges over the endpoints of `table` as `picker` sees them.
+    pub fn new(table: SharedTable, picker: Arc<PolicyPicker>) -> Self {
+        Self { table, picker }
+    }
+}
+
+impl std::fmt::Debug for EndpointGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointGauges").finish_non_exhaustive()
+    }
+}
+
+impl Collector for EndpointGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let in_flight = Family::<EndpointLabels, Gauge>::default();
+        let ejected = Family::<EndpointLabels, Gauge>::default();
+        if let Some(table) = self.table.load() {
+            for pool in table.pools.values() {
+                let PoolBackend::Endpoints(addrs) = &pool.backend else {
+                    continue;
+                };
+                for addr in addrs {
+                    let labels = EndpointLabels {
+                        pool: pool.key.name.clone(),
+                        endpoint: addr.to_string(),
+                    };
+                    let view = self.picker.view(*addr, &pool.picking);
+                    in_flight
+                        .get_or_create(&labels)
+                        .set(view.map_or(0, |v| i64::from(v.in_flight)));
+                    ejected
+                        .get_or_create(&labels)
+                        .set(i64::from(view.is_some_and(|v| v.ejected)));
+                }
+            }
+        }
+        for (name, help, family) in [
+            (
+                "semantic_router_endpoint_in_flight",
+                "Requests this router has in flight to an endpoint, by pool and endpoint",
+                &in_flight,
+            ),
+            (
+                "semantic_router_endpoint_ejected",
+                "1 while passive health checking keeps an endpoint out of picking",
+                &ejected,
+            ),
+        ] {
+            family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::picker::{EndpointPicker, InFlight, Pick, PickRequest};
+    use crate::routing::fixtures::{compile_all, two_pools};
+
+    #[test]
+    fn gauges_follow_requests_in_flight_per_pool_and_endpoint() {
+        let table = SharedTable::default();
+        table.publish(compile_all(two_pools(), vec![]).table);
+        let picker = Arc::new(PolicyPicker::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(EndpointGauges::new(table.clone(), picker.clone())));
+        let scrape = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let current = table.load().unwrap();
+        let large = current
+            .pools
+            .values()
+            .find(|p| p.key.name == "large")
+            .unwrap();
+        let PoolBackend::Endpoints(addrs) = &large.backend else {
+            panic!("static pool");
+        };
+        let shared: Arc<dyn EndpointPicker> = picker.clone();
+        // The picker learns a pool's endpoints on its first pick.
+        shared
+            .pick(large, &PickRequest::default())
+            .expect("the pool has endpoints");
+        let flight = InFlight::start(shared, Pick::new(large.key.clone(), vec![addrs[0]]));
+        let line = format!(
+            "semantic_router_endpoint_in_flight{{pool=\"large\",endpoint=\"{}\"}} 1",
+            addrs[0]
+        );
+        let text = scrape();
+        assert!(text.contains(&line), "{text}");
+        assert!(
+            text.contains(&format!(
+                "semantic_router_endpoint_ejected{{pool=\"large\",endpoint=\"{}\"}} 0",
+                addrs[0]
+            )),
+            "{text}"
+        );
+        drop(flight);
+        assert!(scrape().contains(&line.replace("} 1", "} 0")));
+    }
+}
