@@ -7,6 +7,7 @@ mod crds;
 mod dataplane;
 mod gateway;
 mod hostile;
+mod leader;
 mod picking;
 mod semantic;
 mod support;
