@@ -59,6 +59,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Api::Chat)]
         api: Api,
     },
+    /// Train a classification head over an encoder's embeddings from labelled JSONL; writes
+    /// head.safetensors, labels.json and report.json (validation scores, calibration).
+    Train(Box<semantic_router::classify::heads_cli::TrainArgs>),
+    /// Measure a head on labelled JSONL: accuracy, macro-F1, per-class table, confusion
+    /// matrix; for a binary head AUC and recall at 1/2/5% false positives. 95% intervals.
+    Eval(Box<semantic_router::classify::heads_cli::EvalArgs>),
     /// Run the classifier on one text and print labels, scores and the embedding norm: handy
     /// for debugging a policy's thresholds.
     Classify {
@@ -150,6 +156,16 @@ struct RunArgs {
     )]
     category_head: Option<PathBuf>,
 
+    /// Complexity head behind `categories` signals with `classifier: complexity` (its labels:
+    /// `reasoning`, `simple`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "encoder",
+        env = "SR_COMPLEXITY_HEAD"
+    )]
+    complexity_head: Option<PathBuf>,
+
     /// Head for jailbreak policies; its `jailbreak` label's probability is the score.
     #[arg(
         long,
@@ -237,6 +253,18 @@ fn main() -> anyhow::Result<()> {
             let report = semantic_router::classify::classify_report(&dir, &head, &text, max_tokens)
                 .with_context(|| format!("classifying with {model}"))?;
             write!(std::io::stdout().lock(), "{report}")?;
+            Ok(())
+        }
+        Command::Train(args) => {
+            init_logging(cli.log_format, &cli.log, LogTo::Stderr)?;
+            let summary = args.run()?;
+            writeln!(std::io::stdout().lock(), "{summary}")?;
+            Ok(())
+        }
+        Command::Eval(args) => {
+            init_logging(cli.log_format, &cli.log, LogTo::Stderr)?;
+            let report = args.run()?;
+            writeln!(std::io::stdout().lock(), "{report}")?;
             Ok(())
         }
         Command::Run(args) => {
@@ -457,16 +485,37 @@ fn load_models(
         embeddings: true,
         ..ModelCapabilities::default()
     };
+    // Each head under its role's name, checked against the encoder it will read.
+    let load_head = |path: &std::path::Path, role: &str| -> anyhow::Result<Head> {
+        let head = Head::load(path)
+            .with_context(|| format!("loading the {role} head {}", path.display()))?
+            .with_name(role);
+        anyhow::ensure!(
+            head.input_dim() == encoder.dimension(),
+            "the {role} head {} takes {}-wide embeddings but the encoder {} gives {}: it was \
+             trained for another encoder; train one for this encoder (semantic-router train) \
+             or pass the encoder it was made for",
+            path.display(),
+            head.input_dim(),
+            dir.display(),
+            encoder.dimension()
+        );
+        Ok(head)
+    };
     if let Some(path) = &args.category_head {
-        let head =
-            Head::load(path).with_context(|| format!("loading the head {}", path.display()))?;
+        let head = load_head(path, "category")?;
         names.category = Some(head.name().to_owned());
         capabilities.category_labels = Some(head.labels().to_vec());
         heads.push(head);
     }
+    if let Some(path) = &args.complexity_head {
+        let head = load_head(path, "complexity")?;
+        names.complexity = Some(head.name().to_owned());
+        capabilities.complexity_labels = Some(head.labels().to_vec());
+        heads.push(head);
+    }
     if let Some(path) = &args.jailbreak_head {
-        let head =
-            Head::load(path).with_context(|| format!("loading the head {}", path.display()))?;
+        let head = load_head(path, "jailbreak")?;
         anyhow::ensure!(
             head.labels().iter().any(|l| l == JAILBREAK_LABEL),
             "the jailbreak head {} has no {JAILBREAK_LABEL:?} label (it has {:?})",

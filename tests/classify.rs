@@ -778,3 +778,138 @@ fn minilm_truncates_by_tokens() {
     assert_eq!(full.tokens, 16);
     assert!(full.truncated);
 }
+
+/// `semantic-router` with `args`: (success, stdout, stderr).
+fn router(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_semantic-router"))
+        .args(args)
+        .output()
+        .expect("run semantic-router");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn train_then_eval_a_head_on_tiny_data_and_refuse_bad_input() {
+    let (tmp, model) = tiny_model(Architecture::Bert, None);
+    let data = tmp.path().join("train.jsonl");
+    let mut lines = String::new();
+    for i in 0..60 {
+        let (text, label) = match i % 2 {
+            0 => (
+                [
+                    "solve x plus two",
+                    "integral of x",
+                    "derivative of x times three",
+                ][i % 3],
+                "math",
+            ),
+            _ => (
+                ["hello there", "good morning", "thanks , how are you ?"][i % 3],
+                "chat",
+            ),
+        };
+        lines.push_str(&format!(
+            "{{\"text\": \"{text}\", \"label\": \"{label}\"}}\n"
+        ));
+    }
+    std::fs::write(&data, &lines).unwrap();
+    let head = tmp.path().join("head");
+    let cache = tmp.path().join("cache");
+    let common = [
+        "--encoder",
+        model.to_str().unwrap(),
+        "--embedding-cache",
+        cache.to_str().unwrap(),
+        "--quiet",
+    ];
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            head.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        args.extend(common);
+        router(&args)
+    };
+    let (ok, stdout, stderr) = train(&["--max-epochs", "30", "--positive", "math"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("validation"), "{stdout}");
+    for file in ["head.safetensors", "labels.json", "report.json"] {
+        assert!(head.join(file).is_file(), "{file}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(head.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["labels"], serde_json::json!(["chat", "math"]));
+    assert!(report["temperature"].as_f64().unwrap() > 0.0);
+    assert!(report["validation"]["binary"]["auc"]["value"].is_number());
+    let first = std::fs::read(head.join("head.safetensors")).unwrap();
+    let (ok, _, stderr) = train(&["--max-epochs", "30", "--positive", "math"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read(head.join("head.safetensors")).unwrap(),
+        first,
+        "same seed and data, same head (embeddings from the store)"
+    );
+
+    let mut eval = vec![
+        "eval",
+        "--head",
+        head.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ];
+    eval.extend(common);
+    let (ok, stdout, stderr) = router(&eval);
+    assert!(ok, "{stderr}");
+    let evaluation: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(evaluation["examples"], 60);
+    assert!(
+        evaluation["accuracy"]["value"].as_f64().unwrap() > 0.7,
+        "{stdout}"
+    );
+
+    // Bad input: the line is named; a label the head lacks; a head for another width.
+    std::fs::write(&data, format!("{lines}{{\"text\": 7}}\n")).unwrap();
+    let (ok, _, stderr) = train(&[]);
+    assert!(!ok && stderr.contains("train.jsonl:61"), "{stderr}");
+    std::fs::write(&data, "{\"text\": \"hi\", \"label\": \"weather\"}\n").unwrap();
+    let (ok, _, stderr) = router(&eval);
+    assert!(
+        !ok && stderr.contains("\"weather\" is not one of"),
+        "{stderr}"
+    );
+    let wide = tmp.path().join("wide");
+    tiny::random_head("wide", 48, &["chat", "math"], None)
+        .unwrap()
+        .save(&wide)
+        .unwrap();
+    let mut eval_wide = eval.clone();
+    eval_wide[2] = wide.to_str().unwrap();
+    let (ok, _, stderr) = router(&eval_wide);
+    assert!(!ok && stderr.contains("48-wide"), "{stderr}");
+    let (ok, _, stderr) = router(&[
+        "run",
+        "--manifests",
+        "config/samples",
+        "--encoder",
+        model.to_str().unwrap(),
+        "--category-head",
+        wide.to_str().unwrap(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--extproc-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        !ok && stderr.contains("48-wide"),
+        "the router refuses a mismatched head: {stderr}"
+    );
+}

@@ -198,6 +198,11 @@ pub struct CategorySignal {
         regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
+    /// The classifier whose top label is read: `category` (the domain head, e.g. `math`,
+    /// `law`) or `complexity` (`reasoning` for prompts that need multi-step reasoning,
+    /// `simple` otherwise).
+    #[serde(default)]
+    pub classifier: Classifier,
     /// Classifier labels that make the signal hold (e.g. `math`, `physics`).
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 128)))]
     pub labels: Vec<String>,
@@ -205,6 +210,29 @@ pub struct CategorySignal {
     #[serde(default = "default_confidence")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub threshold: f32,
+}
+
+/// A classifier the router loads (`run --category-head`, `--complexity-head`).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Classifier {
+    /// The domain classifier (`--category-head`).
+    #[default]
+    Category,
+    /// The complexity classifier (`--complexity-head`).
+    Complexity,
+}
+
+impl Classifier {
+    /// The name used in flags and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classifier::Category => "category",
+            Classifier::Complexity => "complexity",
+        }
+    }
 }
 
 fn default_confidence() -> f32 {

@@ -15,16 +15,22 @@
 //! - [`service`]: the async API; inference off the runtime on OS threads, dynamic batching,
 //!   a bounded queue that sheds (`Overloaded`, `DeadlineExceeded`), an exact-text LRU cache.
 //! - [`cli`]: the `semantic-router classify` report.
+//! - [`dataset`], [`embedding_store`], [`train`], [`evaluate`]: labelled JSONL, embeddings
+//!   kept on disk per encoder, training a calibrated head, and measuring one.
 //! - [`tiny`]: tiny random-weight models for tests.
 
 mod backbone;
 mod cache;
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod device;
+pub mod embedding_store;
 pub mod encoder;
 pub mod error;
+pub mod evaluate;
 pub mod head;
+pub mod heads_cli;
 pub mod hub;
 pub mod metrics;
 mod pooling;
@@ -33,6 +39,7 @@ mod seq_head;
 pub mod service;
 pub mod tiny;
 pub mod tokenize;
+pub mod train;
 
 pub use cli::classify_report;
 pub use config::Architecture;

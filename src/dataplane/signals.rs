@@ -23,8 +23,20 @@ pub const JAILBREAK_LABEL: &str = "jailbreak";
 pub struct HeadNames {
     /// Head behind `category` signals.
     pub category: Option<String>,
+    /// Head behind `complexity` signals.
+    pub complexity: Option<String>,
     /// Head behind jailbreak policies; must have a `jailbreak` label.
     pub jailbreak: Option<String>,
+}
+
+impl HeadNames {
+    /// The head behind `classifier`'s signals, if one is loaded.
+    pub fn of(&self, classifier: crate::api::Classifier) -> Option<&str> {
+        match classifier {
+            crate::api::Classifier::Category => self.category.as_deref(),
+            crate::api::Classifier::Complexity => self.complexity.as_deref(),
+        }
+    }
 }
 
 /// [`ModelSignals`] backed by a [`ClassifierService`].
@@ -148,12 +160,14 @@ impl ModelSignals for CandleSignals {
                 .needed_signals()
                 .filter(|&id| route.signals[id].kind.needs_model())
                 .collect();
-            let wants_category = needed
-                .iter()
-                .any(|&id| matches!(route.signals[id].kind, SignalKind::Category { .. }));
             let mut heads: Vec<&str> = Vec::new();
-            if let Some(h) = self.heads.category.as_deref().filter(|_| wants_category) {
-                heads.push(h);
+            for &id in &needed {
+                if let SignalKind::Category { classifier, .. } = &route.signals[id].kind
+                    && let Some(h) = self.heads.of(*classifier)
+                    && !heads.contains(&h)
+                {
+                    heads.push(h);
+                }
             }
             if let Some(h) = self
                 .heads
@@ -176,11 +190,6 @@ impl ModelSignals for CandleSignals {
                     return ModelFindings::default();
                 }
             };
-            let category = self
-                .heads
-                .category
-                .as_deref()
-                .and_then(|h| analysis.heads.get(h));
             for id in needed {
                 let value = match &route.signals[id].kind {
                     SignalKind::Examples { prompts, threshold } => self
@@ -190,7 +199,14 @@ impl ModelSignals for CandleSignals {
                             matched: score >= *threshold,
                             score: Some(score),
                         }),
-                    SignalKind::Category { labels, threshold } => category
+                    SignalKind::Category {
+                        classifier,
+                        labels,
+                        threshold,
+                    } => self
+                        .heads
+                        .of(*classifier)
+                        .and_then(|h| analysis.heads.get(h))
                         .and_then(|scores| scores.first())
                         .map(|(top, p)| SignalValue {
                             matched: labels.contains(top) && *p >= *threshold,

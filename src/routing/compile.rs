@@ -37,8 +37,20 @@ pub struct ModelCapabilities {
     pub embeddings: bool,
     /// Labels of the loaded category head, if any: `categories` signals work for these.
     pub category_labels: Option<Vec<String>>,
+    /// Labels of the loaded complexity head, if any.
+    pub complexity_labels: Option<Vec<String>>,
     /// A jailbreak head is loaded: jailbreak policies work.
     pub jailbreak: bool,
+}
+
+impl ModelCapabilities {
+    /// The labels of the loaded head for `classifier`, if one is loaded.
+    pub fn labels_of(&self, classifier: crate::api::Classifier) -> Option<&[String]> {
+        match classifier {
+            crate::api::Classifier::Category => self.category_labels.as_deref(),
+            crate::api::Classifier::Complexity => self.complexity_labels.as_deref(),
+        }
+    }
 }
 
 /// A compiled table and what the compiler found on the way.
@@ -431,6 +443,7 @@ fn compile_signals(signals: &api::Signals) -> Vec<Signal> {
     let categories = signals.categories.iter().map(|c| Signal {
         name: c.name.clone(),
         kind: SignalKind::Category {
+            classifier: c.classifier,
             labels: c.labels.clone(),
             threshold: c.threshold,
         },
@@ -535,11 +548,14 @@ fn report_unloaded_signals(
                  encoder; decisions that need it do not match until the router runs with --encoder",
                 signal.name
             )),
-            SignalKind::Category { labels, .. } => match &models.category_labels {
+            SignalKind::Category {
+                classifier, labels, ..
+            } => match models.labels_of(*classifier) {
                 None => warn(format!(
-                    "signal {:?} of route {key} needs a category classifier, but the router has \
-                     none; run it with --category-head",
-                    signal.name
+                    "signal {:?} of route {key} needs a {classifier} classifier, but the router \
+                     has none; run it with --{classifier}-head",
+                    signal.name,
+                    classifier = classifier.as_str()
                 )),
                 Some(known) => {
                     let unknown: Vec<&str> = labels
@@ -549,11 +565,12 @@ fn report_unloaded_signals(
                         .collect();
                     if !unknown.is_empty() {
                         warn(format!(
-                            "signal {:?} of route {key} names categories [{}] that the loaded \
-                             category head does not have; it knows [{}]",
+                            "signal {:?} of route {key} names labels [{}] that the loaded \
+                             {classifier} head does not have; it knows [{}]",
                             signal.name,
                             unknown.join(", "),
-                            known.join(", ")
+                            known.join(", "),
+                            classifier = classifier.as_str()
                         ));
                     }
                 }

@@ -69,11 +69,12 @@ pub fn compile_all(pools: Vec<ModelPool>, routes: Vec<SemanticRoute>) -> Compile
     })
 }
 
-/// Capabilities of a router with an encoder, a category head and a jailbreak head.
+/// Capabilities of a router with an encoder, category, complexity and jailbreak heads.
 pub fn all_models() -> super::ModelCapabilities {
     super::ModelCapabilities {
         embeddings: true,
         category_labels: Some(vec!["math".into(), "physics".into(), "chat".into()]),
+        complexity_labels: Some(vec!["reasoning".into(), "simple".into()]),
         jailbreak: true,
     }
 }

@@ -182,6 +182,8 @@ pub enum SignalKind {
     },
     /// A classifier category (computed by a model).
     Category {
+        /// The classifier read.
+        classifier: crate::api::Classifier,
         /// Labels that make it hold.
         labels: Vec<String>,
         /// Confidence threshold.

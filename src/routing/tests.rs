@@ -624,3 +624,39 @@ defaultTarget: {pool: small, model: small}"#,
         prop_assert!(contains_word(&text, &word));
     }
 }
+
+#[test]
+fn complexity_signals_read_the_complexity_head() {
+    let r = route(
+        "auto",
+        r#"match: {models: [auto]}
+signals:
+  categories: [{name: hard, classifier: complexity, labels: [reasoning, deep]}]
+decisions:
+- {name: m, when: {any: [hard]}, targets: [{pool: large, model: large}]}
+defaultTarget: {pool: small, model: small}"#,
+    );
+    let loaded = compile_all(two_pools(), vec![r.clone()]);
+    let d = only_diagnostic(&loaded);
+    assert!(
+        d.message.contains("[deep]") && d.message.contains("complexity head"),
+        "{}",
+        d.message
+    );
+    match &loaded.table.routes[0].signals[0].kind {
+        SignalKind::Category { classifier, .. } => {
+            assert_eq!(*classifier, crate::api::Classifier::Complexity)
+        }
+        other => panic!("{other:?}"),
+    }
+    let none = compile(&Resources {
+        pools: two_pools(),
+        routes: vec![r],
+        ..Resources::default()
+    });
+    assert!(
+        none.diagnostics[0].message.contains("--complexity-head"),
+        "{}",
+        none.diagnostics[0].message
+    );
+}
