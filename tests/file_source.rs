@@ -213,7 +213,7 @@ fn explain_cli_reads_a_body_and_prints_the_decision() {
     assert_eq!(explained["decision"], "research-reasoning");
     assert_eq!(
         explained["rule"],
-        "all [team-research] and any [stem, code]"
+        "all [team-research] and any [stem, code, stem-domain, multi-step]"
     );
     assert_eq!(explained["target"]["pool"], "qwen3-large-a100");
     assert!(

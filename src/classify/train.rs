@@ -382,43 +382,29 @@ mod tests {
             max_epochs: 40,
             ..TrainOptions::default()
         };
-        let run = || {
-            train(
-                "toy",
-                &names(),
-                &Examples {
+        let fit = |positive, options: &TrainOptions| {
+            let (train_set, validation) = (
+                Examples {
                     embeddings: &x,
                     targets: &y,
                 },
-                &Examples {
+                Examples {
                     embeddings: &vx,
                     targets: &vy,
                 },
-                None,
-                &options,
-            )
-            .unwrap()
+            );
+            train("toy", &names(), &train_set, &validation, positive, options).unwrap()
         };
-        let first = run();
+        let first = fit(None, &options);
         assert!(
             first.report.validation.accuracy.value > 0.95,
             "{}",
             first.report.validation
         );
-        assert_eq!(first.head, run().head, "same seed, same head");
+        assert_eq!(first.head, fit(None, &options).head, "same seed, same head");
         assert_eq!(first.head.labels(), names());
 
-        let mlp = train(
-            "toy",
-            &names(),
-            &Examples {
-                embeddings: &x,
-                targets: &y,
-            },
-            &Examples {
-                embeddings: &vx,
-                targets: &vy,
-            },
+        let mlp = fit(
             Some(0),
             &TrainOptions {
                 hidden: 16,
@@ -426,8 +412,7 @@ mod tests {
                 seed: 7,
                 ..TrainOptions::default()
             },
-        )
-        .unwrap();
+        );
         assert!(mlp.report.validation.accuracy.value > 0.95);
         assert!(mlp.report.validation.binary.is_some());
         assert_eq!(mlp.head.input_dim(), 8);

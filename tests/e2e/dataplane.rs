@@ -412,7 +412,7 @@ async fn explain_and_graceful_shutdown() {
     assert_eq!(explained["decision"], "research-reasoning");
     assert_eq!(
         explained["rule"],
-        "all [team-research] and any [stem, code]"
+        "all [team-research] and any [stem, code, stem-domain, multi-step]"
     );
     assert_eq!(explained["target"]["pool"], "qwen3-large-a100");
     let signals = explained["signals"].as_array().unwrap();
