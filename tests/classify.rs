@@ -913,3 +913,49 @@ fn train_then_eval_a_head_on_tiny_data_and_refuse_bad_input() {
         "the router refuses a mismatched head: {stderr}"
     );
 }
+
+/// The committed default heads still give the figures recorded beside them
+/// (`make heads` writes `eval-realistic.json`) on the hand-written realistic prompts.
+#[test]
+fn the_committed_heads_keep_their_recorded_figures() {
+    use semantic_router::classify::Head;
+    use semantic_router::classify::dataset::Dataset;
+    use semantic_router::classify::evaluate::Evaluation;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let encoder = load(&minilm_dir(), semantic_router::classify::DEFAULT_MAX_TOKENS);
+    for (name, positive) in [
+        ("category", None),
+        ("complexity", Some("reasoning")),
+        ("jailbreak", Some("jailbreak")),
+    ] {
+        let dir = root.join("heads/all-MiniLM-L6-v2").join(name);
+        let head = Head::load(&dir).expect("a committed head");
+        let data = Dataset::read_for(
+            &root.join(format!("hack/heads/realistic/{name}.jsonl")),
+            head.labels(),
+        )
+        .unwrap();
+        let probabilities: Vec<Vec<f32>> = data
+            .texts()
+            .chunks(16)
+            .flat_map(|batch| encoder.encode(batch).unwrap())
+            .map(|out| head.probabilities(&out.embedding).unwrap())
+            .collect();
+        let positive = positive.and_then(|p| head.labels().iter().position(|l| l == p));
+        let now = Evaluation::new(head.labels(), &probabilities, &data.targets(), positive);
+        let recorded: Evaluation = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("eval-realistic.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            (now.accuracy.value - recorded.accuracy.value).abs() <= 0.02,
+            "{name}: accuracy {} now, {} recorded",
+            now.accuracy,
+            recorded.accuracy
+        );
+        if let (Some(a), Some(b)) = (&now.binary, &recorded.binary) {
+            assert!((a.auc.value - b.auc.value).abs() <= 0.01, "{name}: AUC");
+        }
+    }
+}

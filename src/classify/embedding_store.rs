@@ -3,12 +3,15 @@
 //!
 //! One folder per encoder (named by a digest of its config, tokenizer, weight files and token
 //! budget) holds `embeddings.bin`: records of a 32-byte SHA-256 of the text followed by the
-//! embedding as little-endian `f32`s. Records are only ever appended; a torn last record
-//! (a run stopped mid-write) is ignored.
+//! embedding as little-endian `f32`s. Records are only ever appended, a whole batch in one
+//! `write` to a file opened for appending, so runs sharing a store do not interleave. On
+//! opening, the file is cut at the first record that is torn (a run stopped mid-write) or is
+//! not a unit vector (the encoder's embeddings are L2-normalised), so a damaged store is
+//! repaired rather than read wrong.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,22 +45,33 @@ impl EmbeddingStore {
         let record_len = 32 + 4 * dim;
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let whole = bytes.len() - bytes.len() % record_len;
-                if whole != bytes.len() {
-                    // Later records must start on a record boundary.
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(whole as u64))
-                        .map_err(|e| ClassifyError::io(&path, e))?;
-                }
-                for record in bytes[..whole].chunks_exact(record_len) {
+                let mut good = 0;
+                for record in bytes.chunks_exact(record_len) {
                     let (key, values) = record.split_at(32);
                     let embedding: Arc<[f32]> = values
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect();
+                    let norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    if !(0.99..=1.01).contains(&norm) {
+                        break;
+                    }
                     known.insert(key.try_into().unwrap_or([0; 32]), embedding);
+                    good += record_len;
+                }
+                if good != bytes.len() {
+                    tracing::warn!(
+                        path = %path.display(),
+                        kept = known.len(),
+                        dropped_bytes = bytes.len() - good,
+                        "embedding store damaged after its last sound record; cutting it there"
+                    );
+                    // Later records must start on a record boundary.
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(good as u64))
+                        .map_err(|e| ClassifyError::io(&path, e))?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -125,27 +139,28 @@ impl EmbeddingStore {
         } else {
             ProgressBar::hidden()
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| ClassifyError::io(&self.path, e))?;
-        let mut out = BufWriter::new(file);
         for batch in missing.chunks(BATCH) {
             let texts: Vec<&str> = batch.iter().map(|(_, t)| *t).collect();
             let encoded = encoder.encode(&texts)?;
+            let mut records = Vec::with_capacity(batch.len() * (32 + 4 * self.dim));
             for ((key, _), output) in batch.iter().zip(encoded) {
-                self.append(&mut out, key, &output.embedding)?;
+                self.record(&mut records, key, &output.embedding)?;
                 self.known.insert(*key, output.embedding);
             }
+            file.write_all(&records)
+                .map_err(|e| ClassifyError::io(&self.path, e))?;
             bar.inc(batch.len() as u64);
         }
-        out.flush().map_err(|e| ClassifyError::io(&self.path, e))?;
         bar.finish_and_clear();
         Ok(())
     }
 
-    fn append(&self, out: &mut BufWriter<File>, key: &TextKey, embedding: &[f32]) -> Result<()> {
+    fn record(&self, out: &mut Vec<u8>, key: &TextKey, embedding: &[f32]) -> Result<()> {
         if embedding.len() != self.dim {
             return Err(ClassifyError::Config(format!(
                 "the encoder gave {} values, its dimension is {}",
@@ -153,13 +168,11 @@ impl EmbeddingStore {
                 self.dim
             )));
         }
-        let mut record = Vec::with_capacity(32 + 4 * self.dim);
-        record.extend_from_slice(key);
+        out.extend_from_slice(key);
         for v in embedding {
-            record.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
         }
-        out.write_all(&record)
-            .map_err(|e| ClassifyError::io(&self.path, e))
+        Ok(())
     }
 }
 
@@ -225,5 +238,14 @@ mod tests {
         again.embed_all(&encoder, &["gamma"], false).unwrap();
         let reopened = EmbeddingStore::open(root.path(), &encoder).unwrap();
         assert_eq!(reopened.len(), 3, "records after the torn one line up");
+
+        // A record that is not a unit vector (interleaved writes, a bad disk) ends the store.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let record_len = 32 + 4 * encoder.dimension();
+        bytes[record_len + 32..record_len + 36].copy_from_slice(&9.0f32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let repaired = EmbeddingStore::open(root.path(), &encoder).unwrap();
+        assert_eq!(repaired.len(), 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), record_len as u64);
     }
 }
