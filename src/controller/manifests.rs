@@ -201,7 +201,18 @@ mod tests {
     fn samples_load_and_compile_without_diagnostics() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
         let mut resources = load_dir(&dir).expect("samples load");
+        // As `make run` starts the router: the encoder and the committed default heads, so
+        // every label the sample names must be one those heads have.
+        let heads = Path::new(env!("CARGO_MANIFEST_DIR")).join("heads/all-MiniLM-L6-v2");
+        let labels = |head: &str| -> Option<Vec<String>> {
+            let text = std::fs::read_to_string(heads.join(head).join("labels.json")).unwrap();
+            Some(serde_json::from_str(&text).unwrap())
+        };
         resources.models.embeddings = true;
+        resources.models.category_labels = labels("category");
+        resources.models.complexity_labels = labels("complexity");
+        resources.models.jailbreak =
+            labels("jailbreak").is_some_and(|l| l.iter().any(|x| x == "jailbreak"));
         assert_eq!(resources.pools.len(), 3);
         assert_eq!(resources.routes.len(), 1);
         let compiled = crate::routing::compile(&resources);
