@@ -367,18 +367,11 @@ impl Processor {
                 model: parsed.model().to_owned(),
             });
         }
-        let prompt = prompt_pieces(&parsed);
-        let request = PickRequest {
-            model: "",
-            prompt: &prompt,
-            headers: Some(headers),
-            subset: hints.subset.as_deref(),
-        };
         let Chosen {
             target,
             destination,
             pick,
-        } = match self.choose(targets.iter(), &request) {
+        } = match self.choose_among(targets.iter(), &parsed, headers, hints) {
             Ok(chosen) => chosen,
             Err(Refusal::Shed(error, reason)) => return Outcome::Shed { error, reason },
             Err(Refusal::Error(error)) => return Outcome::Rejected(error),
@@ -545,6 +538,22 @@ impl Processor {
         headers: &HashMap<String, String>,
         hints: &ProxyHints,
     ) -> Result<Chosen, Refusal> {
+        self.choose_among(
+            std::iter::once(verdict.target).chain(verdict.fallbacks),
+            parsed,
+            headers,
+            hints,
+        )
+    }
+
+    /// The first of `targets` that can take this request, with endpoints picked.
+    fn choose_among<'t>(
+        &self,
+        targets: impl Iterator<Item = &'t Target>,
+        parsed: &InferenceRequest,
+        headers: &HashMap<String, String>,
+        hints: &ProxyHints,
+    ) -> Result<Chosen, Refusal> {
         let prompt = prompt_pieces(parsed);
         let request = PickRequest {
             model: "",
@@ -552,10 +561,7 @@ impl Processor {
             headers: Some(headers),
             subset: hints.subset.as_deref(),
         };
-        self.choose(
-            std::iter::once(verdict.target).chain(verdict.fallbacks),
-            &request,
-        )
+        self.choose(targets, &request)
     }
 
     /// The semantic cache's answer for a request to `target` (`Ok`), or the miss to fill
