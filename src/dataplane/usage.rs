@@ -189,10 +189,15 @@ impl SseUsageScanner {
     }
 }
 
+/// The payload of an SSE `data:` line (one optional space after the colon dropped).
+pub(crate) fn sse_data(line: &[u8]) -> Option<&[u8]> {
+    let data = line.strip_prefix(b"data:")?;
+    Some(data.strip_prefix(b" ").unwrap_or(data))
+}
+
 /// Usage carried by one SSE line, if it is a `data:` line with a usage object.
 fn data_line_usage(line: &[u8]) -> Option<Usage> {
-    let data = line.strip_prefix(b"data:")?;
-    let data = data.strip_prefix(b" ").unwrap_or(data);
+    let data = sse_data(line)?;
     // Cheap filter before parsing: most chunks are tokens, and `[DONE]` is not JSON.
     if data.first() != Some(&b'{') || !contains(data, b"\"usage\"") {
         return None;
@@ -200,8 +205,13 @@ fn data_line_usage(line: &[u8]) -> Option<Usage> {
     usage_from_json(data)
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Where `needle` first occurs in `haystack`.
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
 }
 
 #[cfg(test)]

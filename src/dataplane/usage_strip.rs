@@ -12,6 +12,8 @@
 
 use serde::Deserialize;
 
+use super::usage::{contains, find, sse_data};
+
 /// Longest event held back while waiting for its end.
 pub const MAX_EVENT: usize = 64 * 1024;
 
@@ -94,8 +96,7 @@ fn without_null_usage(event: &[u8]) -> Vec<u8> {
 fn data_lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
     event
         .split(|&b| b == b'\n' || b == b'\r')
-        .filter_map(|line| line.strip_prefix(b"data:"))
-        .map(|data| data.strip_prefix(b" ").unwrap_or(data))
+        .filter_map(sse_data)
 }
 
 /// The length of the first complete event (through its blank line), if one is complete.
@@ -108,14 +109,6 @@ fn event_end(bytes: &[u8]) -> Option<usize> {
 
 fn ends_event(chunk: &[u8]) -> bool {
     chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n") || chunk.ends_with(b"\r\r")
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
 }
 
 #[cfg(test)]
