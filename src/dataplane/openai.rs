@@ -150,6 +150,42 @@ impl InferenceRequest {
         }
     }
 
+    /// The prompt as the model server reads it, in pieces: each message's role and text parts in
+    /// order for a chat, the prompt for a completion. Borrowed from the body; nothing is copied.
+    pub fn prompt_pieces(&self) -> Vec<&str> {
+        let body = &self.body;
+        let mut pieces = Vec::new();
+        match self.kind {
+            ApiKind::Chat => {
+                for message in body
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(role) = message.get("role").and_then(Value::as_str) {
+                        pieces.push(role);
+                    }
+                    match message.get("content") {
+                        Some(Value::String(text)) => pieces.push(text),
+                        Some(Value::Array(parts)) => pieces.extend(
+                            parts
+                                .iter()
+                                .filter_map(|p| p.get("text").and_then(Value::as_str)),
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            ApiKind::Completions => match body.get("prompt") {
+                Some(Value::String(text)) => pieces.push(text),
+                Some(Value::Array(items)) => pieces.extend(items.iter().filter_map(Value::as_str)),
+                _ => {}
+            },
+        }
+        pieces
+    }
+
     /// The text the signals classify: for Chat the last `user` message (its text parts
     /// joined with `"\n"`; image and other parts skipped), for Completions the prompt (an
     /// array of prompts joined with `"\n"`, token-id prompts give no text). Empty when
@@ -540,6 +576,23 @@ mod tests {
                 .unwrap();
         assert!(!r.request_usage());
         assert_eq!(r.as_json()["stream_options"], 3);
+    }
+
+    #[test]
+    fn prompt_pieces_are_every_role_and_text_in_order() {
+        let chat = InferenceRequest::parse(
+            ApiKind::Chat,
+            br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            chat.prompt_pieces(),
+            ["system", "be brief", "user", "a", "b", "assistant"]
+        );
+        let completion =
+            InferenceRequest::parse(ApiKind::Completions, br#"{"model":"m","prompt":["x","y"]}"#)
+                .unwrap();
+        assert_eq!(completion.prompt_pieces(), ["x", "y"]);
     }
 
     #[test]

@@ -5,23 +5,22 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
-use serde_json::Value;
 
 use crate::api::JailbreakAction;
 use crate::cache::{Hit, Pending, Scope, SemanticCache};
 use crate::routing::{
-    ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalKind, SignalValues, Target,
-    Verdict, reasoning_label,
+    ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalValues, Target, Verdict,
+    reasoning_label,
 };
 
 use super::error::RequestError;
 use super::metrics::RouteLabels;
 use super::openai::{ApiKind, InferenceRequest};
 use super::picker::{EndpointPicker, Pick, PickRequest, Unavailable};
+
+mod explain;
+pub use explain::{ExplainedSignal, ExplainedTarget, Explanation};
 
 /// The decision label of a request that named a served model itself (no route governs it).
 pub const DIRECT: &str = "direct";
@@ -151,51 +150,6 @@ pub struct RequestView<'a> {
     pub headers: &'a HashMap<String, String>,
     /// The whole body.
     pub body: &'a [u8],
-}
-
-/// Everything behind a decision, for `explain` and debugging.
-#[derive(Debug, Serialize)]
-pub struct Explanation {
-    /// Namespace/name of the governing route, if any.
-    pub route: Option<String>,
-    /// The decision that fired (`default` when none did).
-    pub decision: Option<String>,
-    /// The condition of that decision, as written.
-    pub rule: Option<String>,
-    /// The target chosen.
-    pub target: Option<ExplainedTarget>,
-    /// Every signal of the route and its value (`null` when not computed).
-    pub signals: Vec<ExplainedSignal>,
-    /// Jailbreak score, when the route screens for jailbreaks and a model scored it.
-    pub jailbreak: Option<f32>,
-    /// The error the client would get, if any.
-    pub error: Option<String>,
-}
-
-/// A target in an explanation.
-#[derive(Debug, Serialize)]
-pub struct ExplainedTarget {
-    /// Pool name.
-    pub pool: String,
-    /// Model name.
-    pub model: String,
-    /// Reasoning mode.
-    pub reasoning: &'static str,
-    /// Endpoints or cluster the request would go to.
-    pub destination: Option<String>,
-}
-
-/// A signal in an explanation.
-#[derive(Debug, Serialize)]
-pub struct ExplainedSignal {
-    /// Name.
-    pub name: String,
-    /// `keywords`, `header`, `examples` or `category`.
-    pub kind: &'static str,
-    /// Whether it holds; `None` when not computed.
-    pub matched: Option<bool>,
-    /// Score, for model signals.
-    pub score: Option<f32>,
 }
 
 /// Decides requests against the live table.
@@ -393,77 +347,6 @@ impl Processor {
         }))
     }
 
-    /// Explains the decision for a request without sending it anywhere; the error the client
-    /// would get when the body itself is unusable.
-    pub async fn explain(&self, request: RequestView<'_>) -> Result<Explanation, RequestError> {
-        let mut explanation = Explanation {
-            route: None,
-            decision: None,
-            rule: None,
-            target: None,
-            signals: Vec::new(),
-            jailbreak: None,
-            error: None,
-        };
-        let parsed = InferenceRequest::parse(request.kind, request.body)?;
-        let Some(decided) = self
-            .decide(
-                &parsed,
-                request.headers,
-                &ProxyHints::default(),
-                UseCache::No,
-            )
-            .await
-        else {
-            return Ok(explanation);
-        };
-        let route = &decided.route;
-        explanation.route = Some(route.key.to_string());
-        explanation.jailbreak = decided.jailbreak;
-        explanation.decision = Some(decision_name(route, decided.decision).to_owned());
-        explanation.rule = decided.decision.map(|i| describe_rule(route, i));
-        explanation.signals = route
-            .signals
-            .iter()
-            .enumerate()
-            .map(|(id, s)| {
-                let value = decided.signals.get(id);
-                ExplainedSignal {
-                    name: s.name.clone(),
-                    kind: match s.kind {
-                        SignalKind::Keywords { .. } => "keywords",
-                        SignalKind::Header { .. } => "header",
-                        SignalKind::Examples { .. } => "examples",
-                        SignalKind::Category { .. } => "category",
-                    },
-                    matched: value.map(|v| v.matched),
-                    score: value.and_then(|v| v.score),
-                }
-            })
-            .collect();
-        match decided.chosen {
-            Ok(Chosen {
-                target,
-                destination,
-                ..
-            }) => {
-                explanation.target = Some(ExplainedTarget {
-                    pool: target.pool.key.name.clone(),
-                    model: target.model.name.clone(),
-                    reasoning: reasoning_label(&target.reasoning),
-                    destination: Some(match destination {
-                        Destination::Endpoints(_) => {
-                            destination.endpoint_list().unwrap_or_default()
-                        }
-                        Destination::Cluster(c) => format!("cluster {c}"),
-                    }),
-                })
-            }
-            Err(refusal) => explanation.error = refusal.error().map(ToString::to_string),
-        }
-        Ok(explanation)
-    }
-
     /// Finds the governing route and decides; `None` when no route governs the request.
     async fn decide(
         &self,
@@ -554,7 +437,7 @@ impl Processor {
         headers: &HashMap<String, String>,
         hints: &ProxyHints,
     ) -> Result<Chosen, Refusal> {
-        let prompt = prompt_pieces(parsed);
+        let prompt = parsed.prompt_pieces();
         let request = PickRequest {
             model: "",
             prompt: &prompt,
@@ -671,42 +554,6 @@ impl Processor {
     }
 }
 
-/// The prompt as the model server reads it, in pieces: each message's role and text parts in
-/// order for a chat, the prompt for a completion. Borrowed from the body; nothing is copied.
-fn prompt_pieces(parsed: &InferenceRequest) -> Vec<&str> {
-    let body = parsed.as_json();
-    let mut pieces = Vec::new();
-    match parsed.kind() {
-        ApiKind::Chat => {
-            for message in body
-                .get("messages")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(role) = message.get("role").and_then(Value::as_str) {
-                    pieces.push(role);
-                }
-                match message.get("content") {
-                    Some(Value::String(text)) => pieces.push(text),
-                    Some(Value::Array(parts)) => pieces.extend(
-                        parts
-                            .iter()
-                            .filter_map(|p| p.get("text").and_then(Value::as_str)),
-                    ),
-                    _ => {}
-                }
-            }
-        }
-        ApiKind::Completions => match body.get("prompt") {
-            Some(Value::String(text)) => pieces.push(text),
-            Some(Value::Array(items)) => pieces.extend(items.iter().filter_map(Value::as_str)),
-            _ => {}
-        },
-    }
-    pieces
-}
-
 /// What an answer depends on in a target: the model and its reasoning mode (not the pool).
 fn cache_key_model(target: &Target) -> String {
     format!(
@@ -720,34 +567,10 @@ fn decision_name(route: &Route, decision: Option<usize>) -> &str {
     decision.map_or("default", |i| route.decisions[i].name.as_str())
 }
 
-/// The condition of a decision, written back with signal names.
-fn describe_rule(route: &Route, decision: usize) -> String {
-    let when = &route.decisions[decision].when;
-    let names = |ids: &[usize]| -> String {
-        ids.iter()
-            .map(|&id| route.signals[id].name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut parts = Vec::new();
-    if !when.all.is_empty() {
-        parts.push(format!("all [{}]", names(&when.all)));
-    }
-    if !when.any.is_empty() {
-        parts.push(format!("any [{}]", names(&when.any)));
-    }
-    if !when.not.is_empty() {
-        parts.push(format!("not [{}]", names(&when.not)));
-    }
-    if parts.is_empty() {
-        "always".to_owned()
-    } else {
-        parts.join(" and ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::dataplane::picker::PolicyPicker;
     use crate::routing::fixtures::{compile_all, route, two_pools};
@@ -1062,23 +885,6 @@ mod tests {
                 .unwrap();
             assert_eq!(v.in_flight, 0);
         }
-    }
-
-    #[test]
-    fn prompt_pieces_are_every_role_and_text_in_order() {
-        let chat = InferenceRequest::parse(
-            ApiKind::Chat,
-            br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            prompt_pieces(&chat),
-            ["system", "be brief", "user", "a", "b", "assistant"]
-        );
-        let completion =
-            InferenceRequest::parse(ApiKind::Completions, br#"{"model":"m","prompt":["x","y"]}"#)
-                .unwrap();
-        assert_eq!(prompt_pieces(&completion), ["x", "y"]);
     }
 
     #[tokio::test]
