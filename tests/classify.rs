@@ -792,6 +792,17 @@ fn router(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Six distinct texts of random-weight embeddings: a high learning rate so the head fits them
+/// whatever the weights drawn.
+const TRAIN: [&str; 6] = [
+    "--max-epochs",
+    "300",
+    "--learning-rate",
+    "0.05",
+    "--positive",
+    "math",
+];
+
 #[test]
 fn train_then_eval_a_head_on_tiny_data_and_refuse_bad_input() {
     let (tmp, model) = tiny_model(Architecture::Bert, None);
@@ -838,7 +849,7 @@ fn train_then_eval_a_head_on_tiny_data_and_refuse_bad_input() {
         args.extend(common);
         router(&args)
     };
-    let (ok, stdout, stderr) = train(&["--max-epochs", "30", "--positive", "math"]);
+    let (ok, stdout, stderr) = train(&TRAIN);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("validation"), "{stdout}");
     for file in ["head.safetensors", "labels.json", "report.json"] {
@@ -850,7 +861,7 @@ fn train_then_eval_a_head_on_tiny_data_and_refuse_bad_input() {
     assert!(report["temperature"].as_f64().unwrap() > 0.0);
     assert!(report["validation"]["binary"]["auc"]["value"].is_number());
     let first = std::fs::read(head.join("head.safetensors")).unwrap();
-    let (ok, _, stderr) = train(&["--max-epochs", "30", "--positive", "math"]);
+    let (ok, _, stderr) = train(&TRAIN);
     assert!(ok, "{stderr}");
     assert_eq!(
         std::fs::read(head.join("head.safetensors")).unwrap(),
