@@ -485,22 +485,11 @@ fn load_models(
         embeddings: true,
         ..ModelCapabilities::default()
     };
-    // Each head under its role's name, checked against the encoder it will read.
+    // Each head under its role's name; the service refuses one of another width.
     let load_head = |path: &std::path::Path, role: &str| -> anyhow::Result<Head> {
-        let head = Head::load(path)
+        Ok(Head::load(path)
             .with_context(|| format!("loading the {role} head {}", path.display()))?
-            .with_name(role);
-        anyhow::ensure!(
-            head.input_dim() == encoder.dimension(),
-            "the {role} head {} takes {}-wide embeddings but the encoder {} gives {}: it was \
-             trained for another encoder; train one for this encoder (semantic-router train) \
-             or pass the encoder it was made for",
-            path.display(),
-            head.input_dim(),
-            dir.display(),
-            encoder.dimension()
-        );
-        Ok(head)
+            .with_name(role))
     };
     if let Some(path) = &args.category_head {
         let head = load_head(path, "category")?;

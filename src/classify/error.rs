@@ -81,7 +81,9 @@ pub enum ClassifyError {
     #[error("unknown classification head {0:?}")]
     UnknownHead(String),
     /// A head's input size does not match the encoder's embedding size.
-    #[error("head {head:?} expects {expected}-dimensional input but the encoder produces {actual}")]
+    #[error(
+        "head {head:?} takes {expected}-wide embeddings but the encoder gives {actual}: use the encoder it was trained for, or train one for this encoder (semantic-router train)"
+    )]
     HeadDimension {
         /// The head's name.
         head: String,

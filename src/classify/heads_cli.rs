@@ -21,20 +21,6 @@ pub enum HeadsError {
     /// The encoder, a head or the store failed.
     #[error(transparent)]
     Model(#[from] ClassifyError),
-    /// The head was made for another encoder.
-    #[error(
-        "the head {head} takes {head_dim}-wide embeddings but the encoder {encoder} gives {encoder_dim}: use the encoder it was trained on"
-    )]
-    WidthMismatch {
-        /// The head's folder.
-        head: PathBuf,
-        /// Its input width.
-        head_dim: usize,
-        /// The encoder's folder.
-        encoder: PathBuf,
-        /// Its embedding width.
-        encoder_dim: usize,
-    },
     /// `--positive` names no label.
     #[error("--positive {label:?} is not one of the labels {labels:?}")]
     UnknownPositive {
@@ -273,12 +259,12 @@ impl EvalArgs {
         let head = Head::load(&self.head)?;
         let (encoder, mut store) = self.encoder.load()?;
         if head.input_dim() != encoder.dimension() {
-            return Err(HeadsError::WidthMismatch {
-                head: self.head.clone(),
-                head_dim: head.input_dim(),
-                encoder: encoder.dir().to_owned(),
-                encoder_dim: encoder.dimension(),
-            });
+            return Err(ClassifyError::HeadDimension {
+                head: self.head.display().to_string(),
+                expected: head.input_dim(),
+                actual: encoder.dimension(),
+            }
+            .into());
         }
         let data = Dataset::read_for(&self.data, head.labels())?;
         let positive = positive_index(self.positive.as_deref(), head.labels())?;
