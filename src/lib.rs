@@ -8,3 +8,4 @@ pub mod classify;
 pub mod controller;
 pub mod dataplane;
 pub mod routing;
+pub mod what_if;

@@ -62,9 +62,12 @@ enum Command {
     /// Train a classification head over an encoder's embeddings from labelled JSONL; writes
     /// head.safetensors, labels.json and report.json (validation scores, calibration).
     Train(Box<semantic_router::classify::heads_cli::TrainArgs>),
-    /// Measure a head on labelled JSONL: accuracy, macro-F1, per-class table, confusion
-    /// matrix; for a binary head AUC and recall at 1/2/5% false positives. 95% intervals.
-    Eval(Box<semantic_router::classify::heads_cli::EvalArgs>),
+    /// Measure a head on labelled JSONL (--head): accuracy, macro-F1, per-class table,
+    /// confusion matrix; for a binary head AUC and recall at 1/2/5% false positives. Or replay
+    /// a request log through a policy (--manifests, optionally --compare DIR2): share per
+    /// decision and target, reasoning and blocked shares, cost per 1,000 requests, agreement
+    /// with labels. 95% intervals.
+    Eval(Box<EvalCommand>),
     /// Run the classifier on one text and print labels, scores and the embedding norm: handy
     /// for debugging a policy's thresholds.
     Classify {
@@ -82,6 +85,15 @@ enum Command {
         /// The text to classify.
         text: String,
     },
+}
+
+/// `eval`: a head, or a whole policy.
+#[derive(Args)]
+struct EvalCommand {
+    #[command(flatten)]
+    head: semantic_router::classify::heads_cli::EvalArgs,
+    #[command(flatten)]
+    policy: semantic_router::what_if::PolicyArgs,
 }
 
 #[derive(Args)]
@@ -263,7 +275,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Eval(args) => {
             init_logging(cli.log_format, &cli.log, LogTo::Stderr)?;
-            let report = args.run()?;
+            let EvalCommand { head, policy } = *args;
+            let report = match &policy.manifests {
+                Some(dir) => policy.run(dir, &head.data, &head.encoder, head.json)?,
+                None => head.run()?,
+            };
             writeln!(std::io::stdout().lock(), "{report}")?;
             Ok(())
         }
@@ -458,11 +474,8 @@ fn load_models(
     shared: &SharedTable,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Arc<dyn ModelSignals>> {
-    use semantic_router::classify::{
-        ClassifierService, Encoder, EncoderOptions, Head, ServiceConfig,
-    };
-    use semantic_router::dataplane::signals::{CandleSignals, HeadNames, JAILBREAK_LABEL};
-    use semantic_router::routing::ModelCapabilities;
+    use semantic_router::classify::ServiceConfig;
+    use semantic_router::dataplane::signals::{CandleSignals, ModelFiles};
 
     let Some(source) = &args.encoder else {
         return Ok(Arc::new(NoModels));
@@ -471,69 +484,27 @@ fn load_models(
     let dir = source
         .resolve(&HubOptions::from_env())
         .with_context(|| format!("finding the encoder {source}"))?;
-    let encoder = Encoder::load(
-        &dir,
-        &EncoderOptions {
-            max_tokens: args.classify_max_tokens,
-            ..EncoderOptions::default()
-        },
-    )
-    .with_context(|| format!("loading the encoder from {}", dir.display()))?;
-    let mut heads = Vec::new();
-    let mut names = HeadNames::default();
-    let mut capabilities = ModelCapabilities {
-        embeddings: true,
-        ..ModelCapabilities::default()
+    let files = ModelFiles {
+        encoder: dir.clone(),
+        max_tokens: args.classify_max_tokens,
+        category_head: args.category_head.clone(),
+        complexity_head: args.complexity_head.clone(),
+        jailbreak_head: args.jailbreak_head.clone(),
     };
-    // Each head under its role's name; the service refuses one of another width.
-    let load_head = |path: &std::path::Path, role: &str| -> anyhow::Result<Head> {
-        Ok(Head::load(path)
-            .with_context(|| format!("loading the {role} head {}", path.display()))?
-            .with_name(role))
-    };
-    if let Some(path) = &args.category_head {
-        let head = load_head(path, "category")?;
-        names.category = Some(head.name().to_owned());
-        capabilities.category_labels = Some(head.labels().to_vec());
-        heads.push(head);
-    }
-    if let Some(path) = &args.complexity_head {
-        let head = load_head(path, "complexity")?;
-        names.complexity = Some(head.name().to_owned());
-        capabilities.complexity_labels = Some(head.labels().to_vec());
-        heads.push(head);
-    }
-    if let Some(path) = &args.jailbreak_head {
-        let head = load_head(path, "jailbreak")?;
-        anyhow::ensure!(
-            head.labels().iter().any(|l| l == JAILBREAK_LABEL),
-            "the jailbreak head {} has no {JAILBREAK_LABEL:?} label (it has {:?})",
-            path.display(),
-            head.labels()
-        );
-        names.jailbreak = Some(head.name().to_owned());
-        capabilities.jailbreak = true;
-        heads.push(head);
-    }
-    let service = ClassifierService::start(
-        encoder,
-        heads,
+    let (signals, capabilities) = CandleSignals::load(
+        &files,
         ServiceConfig {
             max_batch_size: args.classify_max_batch,
             max_wait: Duration::from_micros(args.classify_max_wait_us),
             queue_capacity: args.classify_queue,
             ..ServiceConfig::default()
         },
-    )?;
-    service.register(registry);
+        Duration::from_millis(args.classify_budget_ms),
+    )
+    .with_context(|| format!("loading the models from {}", dir.display()))?;
+    signals.register(registry);
     shared.set_models(capabilities);
     tracing::info!(encoder = %source, dir = %dir.display(), elapsed = ?started.elapsed(), "models loaded");
-    let signals = CandleSignals::new(
-        service,
-        names,
-        Duration::from_millis(args.classify_budget_ms),
-    );
-    signals.register(registry);
     tokio::spawn(signals.index_examples(shared.clone()));
     Ok(Arc::new(signals))
 }

@@ -103,24 +103,24 @@ fn loads_every_architecture_with_and_without_a_head() {
 }
 
 #[test]
-fn truncation_keeps_the_first_tokens() {
+fn truncation_keeps_the_start_and_the_end() {
     let long = "what is two plus three times four minus five equals x and tell me about \
                 the weather today please thanks";
     for arch in ARCHS {
         let (_tmp, dir) = tiny_model(arch, Some(LABELS));
         let encoder = load(&dir, 8);
         let cut = encoder.encode(&[long]).expect("long").remove(0);
-        // 8 tokens = [CLS] + 6 words + [SEP].
-        let prefix = encoder
-            .encode(&["what is two plus three times"])
-            .expect("prefix")
+        // 8 tokens = [CLS] + the first word + the last five + [SEP].
+        let kept = encoder
+            .encode(&["what the weather today please thanks"])
+            .expect("kept")
             .remove(0);
         assert_eq!(cut.tokens, 8);
         assert!(cut.truncated);
-        assert!(!prefix.truncated);
+        assert!(!kept.truncated);
         assert!(
-            max_diff(&cut.embedding, &prefix.embedding) < 1e-6,
-            "{arch}: a long text embeds as its first tokens"
+            max_diff(&cut.embedding, &kept.embedding) < 1e-6,
+            "{arch}: a long text embeds as its start and end"
         );
     }
 }
@@ -969,4 +969,79 @@ fn the_committed_heads_keep_their_recorded_figures() {
             assert!((a.auc.value - b.auc.value).abs() <= 0.01, "{name}: AUC");
         }
     }
+}
+
+/// `eval --manifests` replays a request log through the sample policy with the default heads,
+/// and `--compare` sets it beside a policy that never reasons.
+#[test]
+fn the_policy_what_if_replays_a_log_and_compares_two_policies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let heads = root.join("heads/all-MiniLM-L6-v2");
+    let tmp = tempfile::tempdir().unwrap();
+    // B: the sample policy without its reasoning decision (the research one needs a header
+    // no line sends), so everything not blocked goes to the small model.
+    let b = tmp.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    std::fs::copy(root.join("config/samples/pools.yaml"), b.join("pools.yaml")).unwrap();
+    let mut route: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("config/samples/route.yaml")).unwrap(),
+    )
+    .unwrap();
+    let decisions = route["spec"]["decisions"].as_sequence_mut().unwrap();
+    decisions.retain(|d| d["name"] != "reasoning");
+    std::fs::write(b.join("route.yaml"), serde_yaml::to_string(&route).unwrap()).unwrap();
+    let log = tmp.path().join("log.jsonl");
+    let mut lines =
+        std::fs::read_to_string(root.join("hack/heads/realistic/complexity.jsonl")).unwrap();
+    lines.push_str("{\"messages\": \"not a list\"}\n");
+    std::fs::write(&log, lines).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let args = [
+        "eval".to_owned(),
+        "--manifests".to_owned(),
+        path(&root.join("config/samples")),
+        "--data".to_owned(),
+        path(&log),
+        "--encoder".to_owned(),
+        path(&minilm_dir()),
+        "--category-head".to_owned(),
+        path(&heads.join("category")),
+        "--complexity-head".to_owned(),
+        path(&heads.join("complexity")),
+        "--jailbreak-head".to_owned(),
+        path(&heads.join("jailbreak")),
+        "--labels".to_owned(),
+        "reasoning".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, table, err) = router(&args);
+    assert!(ok, "{err}");
+    assert!(
+        table.contains("Qwen/Qwen3-30B-A3B @ qwen3-large-h100 (reasoning on)"),
+        "{table}"
+    );
+    assert!(table.contains("(invalid body: 400)"), "{table}");
+    assert!(table.contains("300 output tokens"), "{table}");
+
+    let b_dir = path(&b);
+    let compare = [&args[..], &["--compare", &b_dir, "--json"]].concat();
+    let (ok, out, err) = router(&compare);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (a, b) = (&json["a"], &json["b"]);
+    assert_eq!(a["requests"], 61);
+    let agreed = |r: &serde_json::Value| r["agreement"]["agreed"]["value"].as_f64().unwrap();
+    assert!(
+        agreed(a) >= 0.85,
+        "the sample policy reasons where the labels say: {a}"
+    );
+    assert_eq!(b["reasoning_share"], 0.0);
+    assert!(agreed(b) < agreed(a));
+    assert!(b["cost_per_1000"].as_f64() < a["cost_per_1000"].as_f64());
+    let changed = json["changed"].as_u64().unwrap();
+    let reasoned = (a["reasoning_share"].as_f64().unwrap() * 61.0).round() as u64;
+    assert_eq!(changed, reasoned, "exactly the reasoning requests move");
+
+    let (ok, _, err) = router(&["eval", "--data", "x.jsonl", "--encoder", "x"]);
+    assert!(!ok && err.contains("--head"), "{err}");
 }

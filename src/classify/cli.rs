@@ -64,7 +64,7 @@ pub fn classify_report(
         output.tokens,
         encoder.max_tokens(),
         if output.truncated {
-            " (truncated: the first tokens were kept)"
+            " (truncated: its start and end were kept)"
         } else {
             ""
         }

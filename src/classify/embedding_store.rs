@@ -205,6 +205,8 @@ fn encoder_key(encoder: &Encoder) -> Result<String> {
         hash.update(size.to_le_bytes());
     }
     hash.update((encoder.max_tokens() as u64).to_le_bytes());
+    // How a long text is cut (keeping head and tail) decides its embedding too.
+    hash.update(b"head-and-tail truncation");
     hash.update((encoder.dimension() as u64).to_le_bytes());
     let digest = hash.finalize();
     Ok(digest[..12].iter().map(|b| format!("{b:02x}")).collect())

@@ -20,7 +20,7 @@ use super::tokenize::{DEFAULT_MAX_TOKENS, PaddedBatch, TextTokenizer, Tokens};
 /// How to load an encoder.
 #[derive(Debug, Clone)]
 pub struct EncoderOptions {
-    /// Token budget per text, special tokens included; the first tokens are kept. Capped at
+    /// Token budget per text, special tokens included; a longer text keeps its start and end. Capped at
     /// the model's `max_position_embeddings`. Default 256.
     pub max_tokens: usize,
     /// Device to run on; `None` picks [`default_device`] (the CPU unless built with `cuda`).

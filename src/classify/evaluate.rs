@@ -244,7 +244,7 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Wilson 95% interval of `hits` out of `n`.
-fn wilson(hits: usize, n: usize) -> Estimate {
+pub fn wilson(hits: usize, n: usize) -> Estimate {
     if n == 0 {
         return Estimate {
             value: 0.0,

@@ -29,6 +29,9 @@ pub enum HeadsError {
         /// The labels there are.
         labels: Vec<String>,
     },
+    /// Neither a head nor a policy to evaluate.
+    #[error("eval needs --head DIR (a head) or --manifests DIR (a policy)")]
+    NoHead,
     /// A report could not be written.
     #[error("cannot write {path}: {detail}")]
     Write {
@@ -106,13 +109,14 @@ pub struct TrainArgs {
     pub encoder: EncoderArgs,
 }
 
-/// `semantic-router eval`.
+/// `semantic-router eval` of one head (the command's policy half is `what_if::PolicyArgs`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// Head folder (head.safetensors + labels.json).
-    #[arg(long, value_name = "DIR")]
-    pub head: PathBuf,
-    /// Labelled JSONL to measure it on.
+    /// Head folder (head.safetensors + labels.json) to measure.
+    #[arg(long, value_name = "DIR", required_unless_present = "manifests")]
+    pub head: Option<PathBuf>,
+    /// Labelled JSONL to measure the head on (`{"text", "label"}` lines); with --manifests, the
+    /// request log to replay (plain prompts or OpenAI bodies, labels optional).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// For a binary head: the label whose AUC and recall at fixed false-positive rates are
@@ -256,11 +260,14 @@ impl TrainArgs {
 impl EvalArgs {
     /// Evaluates the head and returns the table (or JSON).
     pub fn run(&self) -> Result<String, HeadsError> {
-        let head = Head::load(&self.head)?;
+        let Some(path) = &self.head else {
+            return Err(HeadsError::NoHead);
+        };
+        let head = Head::load(path)?;
         let (encoder, mut store) = self.encoder.load()?;
         if head.input_dim() != encoder.dimension() {
             return Err(ClassifyError::HeadDimension {
-                head: self.head.display().to_string(),
+                head: path.display().to_string(),
                 expected: head.input_dim(),
                 actual: encoder.dimension(),
             }
@@ -282,7 +289,7 @@ impl EvalArgs {
         } else {
             Ok(format!(
                 "{} on {}\n{evaluation}",
-                self.head.display(),
+                path.display(),
                 self.data.display()
             ))
         }

@@ -67,7 +67,7 @@ pub struct Analysis {
     pub heads: HashMap<String, Vec<(String, f32)>>,
     /// Tokens the model saw, special tokens included.
     pub tokens: usize,
-    /// Whether the text was cut to the token budget (the first tokens are kept).
+    /// Whether the text was cut to the token budget (its start and end are kept).
     pub truncated: bool,
     /// Whether the encoder output came from the cache.
     pub cached: bool,

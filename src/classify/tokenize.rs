@@ -4,12 +4,19 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::Tokenizer;
 
 use super::error::{ClassifyError, Result};
 
 /// Default token budget per text (special tokens included).
 pub const DEFAULT_MAX_TOKENS: usize = 256;
+
+/// Share of the budget a long text keeps from its start; the rest comes from its end.
+const HEAD_SHARE: usize = 4;
+
+/// Bytes of text kept per budget token at each end of a very long text before tokenizing:
+/// enough for any natural-language tokenization, and a bound on the tokenizer's work.
+const BYTES_PER_TOKEN: usize = 16;
 
 /// The token ids of one text, ready for the encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +25,7 @@ pub struct Tokens {
     pub ids: Vec<u32>,
     /// Token type (segment) ids, same length as `ids`.
     pub type_ids: Vec<u32>,
-    /// Whether the text was longer than the budget and lost its tail.
+    /// Whether the text was longer than the budget and lost its middle.
     pub truncated: bool,
 }
 
@@ -36,9 +43,9 @@ impl Tokens {
 
 /// A `tokenizers` tokenizer configured for single-text classification.
 ///
-/// Truncation keeps the FIRST `max_tokens` tokens (special tokens included), the usual
-/// choice for classifiers: the start of a prompt states the task. Callers that prefer the end
-/// of a conversation pass the last user turn as the text. Padding is left to the batcher, which
+/// A text over the budget keeps its first quarter of `max_tokens` and its last three quarters
+/// (special tokens included): the start of a prompt often states the task, and a long pasted
+/// document usually ends with the question about it. Padding is left to the batcher, which
 /// pads to the longest text of each batch rather than to a fixed length.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -76,12 +83,7 @@ impl TextTokenizer {
             )));
         }
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
+            .with_truncation(None)
             .map_err(|e| ClassifyError::Config(format!("truncation: {e}")))?;
         inner.with_padding(None);
         Ok(Self { inner, max_tokens })
@@ -92,18 +94,47 @@ impl TextTokenizer {
         self.max_tokens
     }
 
-    /// Tokenizes one text (special tokens added, truncated to the budget).
+    /// Tokenizes one text (special tokens added; head and tail kept when over the budget).
     pub fn tokenize(&self, text: &str) -> Result<Tokens> {
+        let ends = self.max_tokens * BYTES_PER_TOKEN;
+        let bounded = head_and_tail(text, ends);
         let encoding = self
             .inner
-            .encode_fast(text, true)
+            .encode_fast(bounded.as_ref(), true)
             .map_err(|e| ClassifyError::Tokenize(e.to_string()))?;
+        let (ids, type_ids) = (encoding.get_ids(), encoding.get_type_ids());
+        if ids.len() <= self.max_tokens {
+            return Ok(Tokens {
+                ids: ids.to_vec(),
+                type_ids: type_ids.to_vec(),
+                truncated: bounded.len() < text.len(),
+            });
+        }
+        let head = (self.max_tokens / HEAD_SHARE).max(1);
+        let tail = ids.len() - (self.max_tokens - head);
+        let keep = |all: &[u32]| [&all[..head], &all[tail..]].concat();
         Ok(Tokens {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-            truncated: !encoding.get_overflowing().is_empty(),
+            ids: keep(ids),
+            type_ids: keep(type_ids),
+            truncated: true,
         })
     }
+}
+
+/// `text`, or its first and last `ends` bytes (at character boundaries) joined by a space.
+fn head_and_tail(text: &str, ends: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= 2 * ends {
+        return text.into();
+    }
+    let mut head = ends;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - ends;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} {}", &text[..head], &text[tail..]).into()
 }
 
 /// A batch right-padded to its longest member, as tensors of shape `[batch, longest]`.
@@ -149,18 +180,41 @@ mod tests {
     }
 
     #[test]
-    fn adds_special_tokens_and_keeps_the_first_tokens() {
-        let t = tokenizer(5);
+    fn adds_special_tokens_and_keeps_head_and_tail() {
+        let t = tokenizer(8);
         let short = t.tokenize("hello there").expect("tokens");
         assert_eq!(short.len(), 4, "[CLS] hello there [SEP]");
         assert!(!short.truncated);
         let long = t
-            .tokenize("what is two plus three times four")
+            .tokenize("what is two plus three times four plus two")
             .expect("tokens");
-        assert_eq!(long.len(), 5);
+        assert_eq!(long.len(), 8);
         assert!(long.truncated);
-        let prefix = t.tokenize("what is two").expect("tokens");
-        assert_eq!(long.ids, prefix.ids, "truncation keeps the first tokens");
+        // [CLS] what | three times four plus two [SEP]: a quarter from the start, the rest
+        // from the end, special tokens kept.
+        let whole = tokenizer(64)
+            .tokenize("what is two plus three times four plus two")
+            .expect("tokens");
+        assert_eq!(long.ids[..2], whole.ids[..2]);
+        assert_eq!(long.ids[2..], whole.ids[whole.len() - 6..]);
+    }
+
+    #[test]
+    fn a_huge_text_is_cut_before_it_is_tokenized() {
+        let t = tokenizer(8);
+        let text = format!("what {} is two", "plus ".repeat(100_000));
+        let tokens = t.tokenize(&text).expect("tokens");
+        assert_eq!(tokens.len(), 8);
+        assert!(tokens.truncated);
+        let end = tokenizer(64).tokenize("is two").expect("tokens");
+        assert_eq!(
+            tokens.ids[tokens.len() - 3..],
+            end.ids[1..],
+            "the end survives"
+        );
+        let accented = "aé".repeat(100);
+        let cut = head_and_tail(&accented, 7);
+        assert!(cut.len() <= 15, "{cut}");
     }
 
     #[test]

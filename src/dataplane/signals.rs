@@ -2,6 +2,7 @@
 //! and the jailbreak score, all from one encoder pass per request.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::classify::ClassifierService;
+use crate::classify::{
+    ClassifierService, ClassifyError, Encoder, EncoderOptions, Head, ServiceConfig,
+};
 use crate::routing::{
-    ModelFindings, ModelSignals, Route, SharedTable, SignalKind, SignalValue, SignalValues,
+    ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
+    SignalValue, SignalValues,
 };
 
 /// Label of the jailbreak head whose probability is the jailbreak score.
@@ -39,6 +43,22 @@ impl HeadNames {
     }
 }
 
+/// The files behind a router's model signals: one encoder and the heads over it, each under
+/// the role it serves. `run` and the policy what-if load them the same way.
+#[derive(Clone, Debug)]
+pub struct ModelFiles {
+    /// The encoder's directory (config.json, tokenizer.json, *.safetensors).
+    pub encoder: PathBuf,
+    /// Longest prompt the encoder reads, in tokens.
+    pub max_tokens: usize,
+    /// Head behind `category` signals.
+    pub category_head: Option<PathBuf>,
+    /// Head behind `classifier: complexity` signals.
+    pub complexity_head: Option<PathBuf>,
+    /// Head behind jailbreak policies (must have a `jailbreak` label).
+    pub jailbreak_head: Option<PathBuf>,
+}
+
 /// [`ModelSignals`] backed by a [`ClassifierService`].
 pub struct CandleSignals {
     service: ClassifierService,
@@ -60,8 +80,64 @@ impl CandleSignals {
         }
     }
 
-    /// Registers the fallback counter (requests that went on without model signals).
+    /// Loads the encoder and heads of `files`, starts the classifier service over them and
+    /// says what the table can then compute. A head of another width than the encoder, or a
+    /// jailbreak head without a `jailbreak` label, is refused: the router never serves
+    /// nonsense scores.
+    pub fn load(
+        files: &ModelFiles,
+        config: ServiceConfig,
+        budget: Duration,
+    ) -> Result<(Self, ModelCapabilities), ClassifyError> {
+        let encoder = Encoder::load(
+            &files.encoder,
+            &EncoderOptions {
+                max_tokens: files.max_tokens,
+                ..EncoderOptions::default()
+            },
+        )?;
+        let mut heads = Vec::new();
+        let mut names = HeadNames::default();
+        let mut capabilities = ModelCapabilities {
+            embeddings: true,
+            ..ModelCapabilities::default()
+        };
+        // Each head under its role's name; the service refuses one of another width.
+        let load =
+            |path: &Path, role: &str| Ok::<_, ClassifyError>(Head::load(path)?.with_name(role));
+        if let Some(path) = &files.category_head {
+            let head = load(path, "category")?;
+            names.category = Some(head.name().to_owned());
+            capabilities.category_labels = Some(head.labels().to_vec());
+            heads.push(head);
+        }
+        if let Some(path) = &files.complexity_head {
+            let head = load(path, "complexity")?;
+            names.complexity = Some(head.name().to_owned());
+            capabilities.complexity_labels = Some(head.labels().to_vec());
+            heads.push(head);
+        }
+        if let Some(path) = &files.jailbreak_head {
+            let head = load(path, "jailbreak")?;
+            if !head.labels().iter().any(|l| l == JAILBREAK_LABEL) {
+                return Err(ClassifyError::Config(format!(
+                    "the jailbreak head {} has no {JAILBREAK_LABEL:?} label (it has {:?})",
+                    path.display(),
+                    head.labels()
+                )));
+            }
+            names.jailbreak = Some(head.name().to_owned());
+            capabilities.jailbreak = true;
+            heads.push(head);
+        }
+        let service = ClassifierService::start(encoder, heads, config)?;
+        Ok((Self::new(service, names, budget), capabilities))
+    }
+
+    /// Registers the classifier's metrics and the fallback counter (requests that went on
+    /// without model signals).
     pub fn register(&self, registry: &mut Registry) {
+        self.service.register(registry);
         registry.register(
             "semantic_router_model_signal_fallbacks",
             "Requests decided without model signals because the model was overloaded or too slow",
@@ -82,26 +158,7 @@ impl CandleSignals {
         async move {
             loop {
                 if let Some(current) = table.load() {
-                    let mut wanted: Vec<String> = current
-                        .routes
-                        .iter()
-                        .flat_map(|r| r.signals.iter())
-                        .filter_map(|s| match &s.kind {
-                            SignalKind::Examples { prompts, .. } => Some(prompts.iter().cloned()),
-                            _ => None,
-                        })
-                        .flatten()
-                        .collect();
-                    wanted.sort();
-                    wanted.dedup();
-                    index.retain(&wanted);
-                    for prompt in wanted.iter().filter(|p| !index.contains(p)) {
-                        match service.embed(prompt).await {
-                            Ok(embedding) => index.insert(prompt.clone(), embedding),
-                            Err(e) => tracing::warn!("cannot embed example prompt {prompt:?}: {e}"),
-                        }
-                    }
-                    tracing::info!(prompts = wanted.len(), "example prompts embedded");
+                    index_prompts(&service, &index, &current).await;
                 }
                 if generations.changed().await.is_err() {
                     return;
@@ -109,6 +166,36 @@ impl CandleSignals {
             }
         }
     }
+
+    /// Embeds the example prompts of `table` now, once: for a one-off run over a fixed table
+    /// (the live router keeps them current with [`index_examples`](Self::index_examples)).
+    pub async fn index_table(&self, table: &RoutingTable) {
+        index_prompts(&self.service, &self.examples, table).await;
+    }
+}
+
+/// Embeds every example prompt `table` names that `index` lacks, and forgets the others.
+async fn index_prompts(service: &ClassifierService, index: &ExampleIndex, table: &RoutingTable) {
+    let mut wanted: Vec<String> = table
+        .routes
+        .iter()
+        .flat_map(|r| r.signals.iter())
+        .filter_map(|s| match &s.kind {
+            SignalKind::Examples { prompts, .. } => Some(prompts.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    index.retain(&wanted);
+    for prompt in wanted.iter().filter(|p| !index.contains(p)) {
+        match service.embed(prompt).await {
+            Ok(embedding) => index.insert(prompt.clone(), embedding),
+            Err(e) => tracing::warn!("cannot embed example prompt {prompt:?}: {e}"),
+        }
+    }
+    tracing::info!(prompts = wanted.len(), "example prompts embedded");
 }
 
 /// Embeddings of example prompts by text.
@@ -227,7 +314,7 @@ impl ModelSignals for CandleSignals {
                 .map(|(_, p)| *p);
             ModelFindings {
                 jailbreak,
-                // A cut prompt's embedding stands for its first tokens only: no cache key.
+                // A cut prompt's embedding stands for part of it only: no cache key.
                 embedding: (!analysis.truncated).then_some(analysis.embedding),
             }
         })

@@ -26,6 +26,8 @@ pub struct Explanation {
     pub jailbreak: Option<f32>,
     /// The error the client would get, if any.
     pub error: Option<String>,
+    /// Whether the route's jailbreak policy blocks the request (403).
+    pub blocked: bool,
 }
 
 /// A target in an explanation.
@@ -66,6 +68,7 @@ impl Processor {
             signals: Vec::new(),
             jailbreak: None,
             error: None,
+            blocked: false,
         };
         let parsed = InferenceRequest::parse(request.kind, request.body)?;
         let Some(decided) = self
@@ -121,7 +124,10 @@ impl Processor {
                     }),
                 })
             }
-            Err(refusal) => explanation.error = refusal.error().map(ToString::to_string),
+            Err(refusal) => {
+                explanation.blocked = matches!(refusal.error(), Some(RequestError::Blocked));
+                explanation.error = refusal.error().map(ToString::to_string);
+            }
         }
         Ok(explanation)
     }
