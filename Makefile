@@ -13,9 +13,11 @@ run:
 test: tools lint
 	$(CARGO) test
 
-## Install what the tests need into ignored folders (.venv, .tools).
+## Install what the tests need into ignored folders (.venv, .tools, .models), and rebuild the
+## heads' held-out data sets (.heads-data, byte-checked) that the tests evaluate them on.
 tools:
 	bash hack/install-tools.sh
+	PYTHON="$(CURDIR)/.venv/bin/python" bash hack/heads/prepare.sh
 
 lint:
 	$(CARGO) fmt --check
