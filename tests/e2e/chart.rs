@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::envoy::validate_config_file;
-use crate::support::stack::Router;
+use crate::support::envoy::{Envoy, EnvoyConfig, free_port, validate_config_file};
+use crate::support::stack::{Router, Sim};
 use crate::support::{ApiServer, eventually, repo_root, tool, yaml_documents, yaml_files};
 
 const RELEASE: &str = "sr";
@@ -623,14 +623,65 @@ async fn rendered_crds_samples_and_gateway_resources_meet_the_real_schemas() {
     );
 }
 
-/// The router binary accepts the arguments and environment the chart renders and turns ready
-/// against a real API server (listen addresses moved to free 127.0.0.1 ports, the encoder and
-/// heads taken from this checkout instead of the image and the Hub cache).
+const POLICY: &str = r#"
+apiVersion: semantic-router.io/v1alpha1
+kind: ModelPool
+metadata: {name: small, namespace: default}
+spec:
+  models: [{name: small-model, reasoningFamily: qwen3}]
+  endpoints: {static: {addresses: ["SIM_ADDR"]}}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: ModelPool
+metadata: {name: empty, namespace: default}
+spec:
+  models: [{name: empty-model}]
+  endpoints: {service: {name: nothing-here, port: 8000}}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {name: auto, namespace: default}
+spec:
+  match: {models: [auto]}
+  signals:
+    keywords: [{name: calculus, keywords: [integral]}]
+    categories: [{name: stem, labels: [math, physics], threshold: 0.5}]
+  decisions:
+  - name: reasoning
+    when: {any: [calculus, stem]}
+    targets: [{pool: small, model: small-model, reasoning: {enabled: true}}]
+  defaultTarget: {pool: small, model: small-model, reasoning: {enabled: false}}
+  cache: {enabled: true, similarityThreshold: 0.97, ttlSeconds: 60}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {name: dangling, namespace: default}
+spec:
+  match: {models: [dangling]}
+  defaultTarget: {pool: no-such-pool, model: small-model}
+"#;
+
+/// The router as the chart runs it, against a real API server: the binary accepts the rendered
+/// arguments and environment and takes the Lease under the chart's name (listen addresses moved
+/// to free 127.0.0.1 ports, the encoder and heads taken from this checkout instead of the Hub
+/// cache and the image). On the status it writes, the Argo CD health checks of config/argocd/
+/// run in lua5.1; under traffic through Envoy, every metric the chart's alerts and dashboard
+/// query is in its /metrics.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_router_starts_with_the_rendered_arguments() {
+async fn the_router_as_the_chart_runs_it() {
     let server = crate::controller::cluster().await;
-    let docs = render(&[], false);
-    let router = router_container(&docs);
+    let sim = Sim::start("small");
+    let policy = POLICY.replace("SIM_ADDR", &sim.addr.to_string());
+    let docs: Vec<Value> = parse_documents(&policy);
+    apply_docs(&server, &docs.iter().collect::<Vec<_>>(), "policy").await;
+    // Before any router ran: no status yet.
+    let unseen = [
+        get_json(&server, "semanticroute/auto").await,
+        get_json(&server, "modelpool/small").await,
+    ];
+
+    let rendered = render(&[], false);
+    let router = router_container(&rendered);
     let heads = repo_root().join("heads/all-MiniLM-L6-v2");
     let encoder = repo_root().join(".models/all-MiniLM-L6-v2");
     tool(".models/all-MiniLM-L6-v2/model.safetensors");
@@ -642,19 +693,21 @@ async fn the_router_starts_with_the_rendered_arguments() {
         .map(|a| {
             if a.starts_with("--encoder=") {
                 format!("--encoder={}", encoder.display())
-            } else if let Some((flag, path)) =
+            } else if let Some((flag, head)) =
                 a.split_once("=/usr/share/semantic-router/heads/all-MiniLM-L6-v2/")
             {
-                format!("{flag}={}", heads.join(path).display())
+                format!("{flag}={}", heads.join(head).display())
             } else {
                 a
             }
         })
         .collect();
+    assert!(
+        args.iter().any(|a| a.starts_with("--category-head=/")),
+        "{args:?}"
+    );
     let extra: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env = rendered_env(router);
-    let running = Router::start_kube_with_env(server.kubeconfig(), &extra, &env);
-    // The elected leader's Lease, in the pod's namespace under the chart's name.
+    let running = Router::start_kube_with_env(server.kubeconfig(), &extra, &rendered_env(router));
     let server_ref = &server;
     eventually("the Lease", Duration::from_secs(20), || async move {
         server_ref
@@ -664,11 +717,413 @@ async fn the_router_starts_with_the_rendered_arguments() {
             .success()
     })
     .await;
-    let logs = running.process.logs();
     assert!(
-        logs.contains("\"level\":\"INFO\"") || logs.contains("\"level\":\"info\""),
-        "--log-format=json: {logs}"
+        running.process.logs().contains("\"level\":\"INFO\""),
+        "--log-format=json: {}",
+        running.process.logs()
     );
+
+    // Argo CD health from real status.
+    eventually(
+        "status on every object",
+        Duration::from_secs(20),
+        || async move {
+            let mut all = true;
+            for what in [
+                "semanticroute/auto",
+                "semanticroute/dangling",
+                "modelpool/small",
+                "modelpool/empty",
+            ] {
+                let obj = get_json(server_ref, what).await;
+                all &= obj["status"]["observedGeneration"] == obj["metadata"]["generation"];
+            }
+            all
+        },
+    )
+    .await;
+    let route_check = repo_root().join("config/argocd/health/semanticroute.lua");
+    let pool_check = repo_root().join("config/argocd/health/modelpool.lua");
+    for obj in &unseen {
+        let check = if obj["kind"] == "ModelPool" {
+            &pool_check
+        } else {
+            &route_check
+        };
+        let (status, message) = argocd_health(check, obj);
+        assert_eq!(status, "Progressing", "{obj}: {message}");
+    }
+    let (status, message) =
+        argocd_health(&route_check, &get_json(&server, "semanticroute/auto").await);
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        ("Healthy", "the route is in the routing table")
+    );
+    let dangling = get_json(&server, "semanticroute/dangling").await;
+    let (status, message) = argocd_health(&route_check, &dangling);
+    assert_eq!(status, "Degraded", "{message}");
+    assert!(message.contains("ResolvedRefs PoolNotFound: "), "{message}");
+    assert!(
+        message.contains("Accepted DefaultTargetUnresolved: "),
+        "{message}"
+    );
+    assert!(message.contains("no-such-pool"), "{message}");
+    let (status, message) = argocd_health(&pool_check, &get_json(&server, "modelpool/small").await);
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        ("Healthy", "1 ready endpoint(s)")
+    );
+    let empty = get_json(&server, "modelpool/empty").await;
+    let (status, message) = argocd_health(&pool_check, &empty);
+    let ready = empty["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .expect("a Ready condition");
+    assert_eq!(
+        status,
+        if ready["status"] == "True" {
+            "Healthy"
+        } else {
+            "Degraded"
+        },
+        "{empty}"
+    );
+    if ready["status"] == "False" {
+        assert_eq!(
+            message,
+            format!(
+                "{}: {}",
+                ready["reason"].as_str().unwrap(),
+                ready["message"].as_str().unwrap()
+            )
+        );
+    }
+    // A newer generation than the router has seen is Progressing again.
+    let mut stale = get_json(&server, "semanticroute/auto").await;
+    stale["metadata"]["generation"] =
+        json!(stale["status"]["observedGeneration"].as_i64().unwrap() + 1);
+    assert_eq!(argocd_health(&route_check, &stale).0, "Progressing");
+
+    // Traffic through Envoy, then every metric the alerts and the dashboard name.
+    let envoy = Envoy::start(EnvoyConfig {
+        listen_port: free_port(),
+        admin_port: free_port(),
+        ext_proc_addr: running.extproc,
+        endpoints: vec![sim.addr],
+        passthrough: sim.addr,
+        gateway_clusters: Vec::new(),
+        with_ext_proc: true,
+        buffered: false,
+    });
+    let client = reqwest::Client::new();
+    for (model, prompt) in [
+        ("auto", "what is the integral of x squared?"),
+        ("auto", "what is the integral of x squared?"),
+        ("auto", "say hello"),
+        ("small-model", "hi"),
+        ("no-such-model", "hi"),
+    ] {
+        client
+            .post(format!("{}/v1/chat/completions", envoy.url()))
+            .header("content-type", "application/json")
+            .body(
+                json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("envoy answers");
+    }
+    let exported = exported_metrics(&running.metrics().await);
+    let mut queried = metric_names_in(&rules_yaml());
+    queried.extend(metric_names_in(&dashboard_json()));
+    assert!(queried.len() >= 10, "{queried:?}");
+    let missing: Vec<&String> = queried.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "the alerts or the dashboard query metrics the router does not export: {missing:?}\n\
+         exported: {exported:?}"
+    );
+}
+
+async fn get_json(server: &ApiServer, what: &str) -> Value {
+    serde_json::from_str(&server.kubectl_ok(&["get", what, "-o", "json"]).await)
+        .expect("kubectl prints JSON")
+}
+
+/// A command installed on PATH by `make tools` (Debian packages).
+fn path_tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not on PATH: run `make tools` (hack/install-tools.sh)")
+        })
+}
+
+/// `value` as a Lua table constructor (null fields left out, as Argo CD's conversion does).
+fn to_lua(value: &Value) -> String {
+    match value {
+        Value::Null => "nil".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let mut out = String::from("\"");
+            for ch in s.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\{:03}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        Value::Array(items) => format!(
+            "{{{}}}",
+            items.iter().map(to_lua).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("[{}] = {}", to_lua(&Value::String(k.clone())), to_lua(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Runs an Argo CD health check (a Lua chunk that reads `obj` and returns `{status, message}`)
+/// with lua5.1, as Argo CD does: `(status, message)`.
+fn argocd_health(check: &std::path::Path, obj: &Value) -> (String, String) {
+    let body =
+        std::fs::read_to_string(check).unwrap_or_else(|e| panic!("{}: {e}", check.display()));
+    let script = format!(
+        "obj = {}\nlocal function health()\n{body}\nend\nlocal hs = health()\n\
+         io.write(hs.status, \"\\n\", hs.message or \"\")\n",
+        to_lua(obj)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("check.lua");
+    std::fs::write(&file, script).unwrap();
+    let out = Command::new(path_tool("lua5.1"))
+        .arg(&file)
+        .output()
+        .expect("run lua5.1");
+    assert!(
+        out.status.success(),
+        "lua5.1 {}: {}",
+        check.display(),
+        text(&out)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (status, message) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    assert!(
+        [
+            "Healthy",
+            "Progressing",
+            "Degraded",
+            "Suspended",
+            "Missing",
+            "Unknown"
+        ]
+        .contains(&status),
+        "{}: not an Argo CD health status: {stdout:?}",
+        check.display()
+    );
+    (status.to_owned(), message.to_owned())
+}
+
+/// Metric names a scrape exports: every `# TYPE` family with the sample suffixes of its type.
+fn exported_metrics(scrape: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in scrape.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total", ""],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for suffix in suffixes {
+                names.insert(format!("{name}{suffix}"));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_owned());
+        }
+    }
+    names
+}
+
+/// Every `semantic_router_*` metric a text (PromQL in rules or a dashboard) names.
+fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("semantic_router_") {
+        let start = i + pos;
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(text.len(), |e| start + e);
+        if boundary {
+            names.insert(text[start..end].to_owned());
+        }
+        i = end;
+    }
+    names
+}
+
+/// The PrometheusRule's rule groups as a Prometheus rule file.
+fn rules_yaml() -> String {
+    let docs = render(&["metrics.prometheusRule.enabled=true"], false);
+    let rule = find(&docs, "PrometheusRule", &full_name());
+    serde_yaml::to_string(&json!({"groups": rule["spec"]["groups"]})).unwrap()
+}
+
+/// The dashboard JSON as the chart's ConfigMap carries it.
+fn dashboard_json() -> String {
+    let docs = render(&["metrics.dashboard.enabled=true"], false);
+    find(&docs, "ConfigMap", &format!("{}-dashboard", full_name()))["data"]["semantic-router.json"]
+        .as_str()
+        .expect("the dashboard in the ConfigMap")
+        .to_owned()
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_each_alert_fires() {
+    let promtool = path_tool("promtool");
+    let dir = tempfile::tempdir().unwrap();
+    let rules_text = rules_yaml();
+    std::fs::write(dir.path().join("rules.yaml"), &rules_text).unwrap();
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(dir.path().join("rules.yaml"))
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}",
+        text(&out)
+    );
+
+    // The test file, with exp_annotations filled in from the rendered rules.
+    let rules: Value = serde_yaml::from_str(&rules_text).unwrap();
+    let alerts: BTreeMap<String, &Value> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["alert"].as_str().unwrap().to_owned(), &r["annotations"]))
+        .collect();
+    let source = repo_root().join("tests/e2e/promtool/alerts.test.yaml");
+    let mut tests: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&source).unwrap()).unwrap();
+    let mut fired = std::collections::BTreeSet::new();
+    for test in tests["tests"].as_array_mut().unwrap() {
+        for case in test["alert_rule_test"].as_array_mut().unwrap() {
+            let name = case["alertname"].as_str().unwrap().to_owned();
+            let annotations = alerts
+                .get(&name)
+                .unwrap_or_else(|| panic!("no alert {name}"));
+            for alert in case["exp_alerts"].as_array_mut().unwrap() {
+                fired.insert(name.clone());
+                let mut filled = serde_json::Map::new();
+                for (key, template) in annotations.as_object().unwrap() {
+                    let mut value = template.as_str().unwrap().to_owned();
+                    for (label, v) in alert["exp_labels"].as_object().unwrap() {
+                        value = value
+                            .replace(&format!("{{{{ $labels.{label} }}}}"), v.as_str().unwrap());
+                    }
+                    assert!(
+                        !value.contains("{{"),
+                        "{name}: {key} keeps a template: {value}"
+                    );
+                    filled.insert(key.clone(), json!(value));
+                }
+                alert["exp_annotations"] = Value::Object(filled);
+            }
+        }
+    }
+    assert_eq!(
+        fired,
+        alerts.keys().cloned().collect(),
+        "{}: every alert needs a series that fires it",
+        source.display()
+    );
+    let test_file = dir.path().join("alerts.test.yaml");
+    std::fs::write(&test_file, serde_yaml::to_string(&tests).unwrap()).unwrap();
+    let out = Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(&test_file)
+        .output()
+        .expect("run promtool");
+    assert!(out.status.success(), "promtool test rules:\n{}", text(&out));
+}
+
+#[test]
+fn dashboard_is_grafana_json_over_prometheus() {
+    let dashboard: Value = serde_json::from_str(&dashboard_json()).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "semantic-router");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    let mut ids = std::collections::BTreeSet::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_i64().unwrap()),
+            "duplicate panel id"
+        );
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            assert!(
+                !metric_names_in(expr).is_empty(),
+                "{}: {expr}",
+                panel["title"]
+            );
+            assert_eq!(target["datasource"]["uid"], "${datasource}");
+        }
+    }
+}
+
+#[test]
+fn argocd_cm_carries_the_tested_health_checks() {
+    let dir = repo_root().join("config/argocd");
+    let cm: Value = serde_json::to_value(&yaml_documents(&dir.join("argocd-cm.yaml"))[0]).unwrap();
+    for (kind, file) in [
+        ("SemanticRoute", "semanticroute.lua"),
+        ("ModelPool", "modelpool.lua"),
+    ] {
+        let key = format!("resource.customizations.health.semantic-router.io_{kind}");
+        let lua = std::fs::read_to_string(dir.join("health").join(file)).unwrap();
+        assert_eq!(
+            cm["data"][&key].as_str(),
+            Some(lua.as_str()),
+            "{key} differs from health/{file}"
+        );
+    }
+    // Sync waves: the chart before the policies.
+    let wave = |file: &str| -> i64 {
+        let app: Value =
+            serde_json::to_value(&yaml_documents(&dir.join("apps").join(file))[0]).unwrap();
+        assert_eq!(app["kind"], "Application");
+        app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+            .as_str()
+            .and_then(|w| w.parse().ok())
+            .expect("a sync wave")
+    };
+    assert!(wave("router.yaml") < wave("policies.yaml"));
 }
 
 /// The literal `env` entries of a container, with the downward-API ones filled in as the
