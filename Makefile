@@ -23,9 +23,10 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## Regenerate crds/ from the Rust types (a test fails when they drift).
+## Regenerate crds/ and the chart's copy from the Rust types (a test fails when they drift).
 crds:
 	$(CARGO) run -q --bin semantic-router -- crds > crds/semantic-router.yaml
+	cp crds/semantic-router.yaml charts/semantic-router/crds/semantic-router.yaml
 
 ## Benchmarks (print numbers, assert nothing; need `make tools`): the ext_proc hop through
 ## real Envoy against a do-nothing floor (benches/hop.rs), endpoint picking (benches/picking.rs),

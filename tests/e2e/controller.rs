@@ -56,7 +56,7 @@ ports: [{port: 8000}]
 "#;
 
 /// An API server with our CRDs and the built-in kinds the controller watches.
-async fn cluster() -> ApiServer {
+pub(crate) async fn cluster() -> ApiServer {
     let server = ApiServer::start().await;
     install_crds(&server.client()).await;
     let builtin = repo_root().join("tests/e2e/crds/builtin.yaml");

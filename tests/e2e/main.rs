@@ -2,6 +2,7 @@
 //! `make tools` (hack/install-tools.sh).
 
 mod buffered;
+mod chart;
 mod controller;
 mod crds;
 mod dataplane;

@@ -187,6 +187,21 @@ impl Router {
         Self::spawn(command)
     }
 
+    /// [`Router::start_kube`] with extra environment variables (e.g. a Deployment's `env`).
+    pub fn start_kube_with_env(
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
+        command
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(extra);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         let extproc = free_addr();
         let admin = free_addr();
