@@ -530,10 +530,10 @@ async fn wait_established(server: &ApiServer, names: &[&str]) {
 }
 
 /// The chart's CRDs (from `helm template --include-crds`) install on the real API server, the
-/// sample resources are accepted by them, and the custom resources of the gateway options meet
-/// the real schemas of Envoy Gateway and the Inference Extension.
+/// sample resources are accepted by them, and the custom resources of the gateway options apply
+/// as objects of their kinds (stand-in CRDs: tests/e2e/crds/gateways/README.md).
 #[tokio::test(flavor = "multi_thread")]
-async fn rendered_crds_samples_and_gateway_resources_meet_the_real_schemas() {
+async fn rendered_crds_samples_and_gateway_resources_apply_to_the_api_server() {
     let server = ApiServer::start().await;
     let docs = render(&[], true);
     let crds: Vec<&Value> = docs
