@@ -20,24 +20,15 @@ use serde::{Deserialize, Serialize};
     shortname = "mpool",
     category = "semantic-router",
     cel,
-    printcolumn(
-        name = "Models",
-        type_ = "string",
-        json_path = ".spec.models[*].name",
-        description = "Models served by the pool"
-    ),
-    printcolumn(
-        name = "Endpoints",
-        type_ = "integer",
-        json_path = ".status.readyEndpoints",
-        description = "Ready endpoints"
-    ),
-    printcolumn = r#"{"name":"Ready", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].status", "description":"Ready endpoints and nothing degraded"}"#,
+    printcolumn = r#"{"name":"Endpoints", "type":"integer", "jsonPath":".status.readyEndpoints", "description":"Ready endpoints"}"#,
+    printcolumn = r#"{"name":"Models", "type":"string", "jsonPath":".spec.models[*].name", "description":"Models served by the pool"}"#,
+    printcolumn = r#"{"name":"Picking", "type":"string", "jsonPath":".spec.endpointPicking.policy", "description":"Endpoint-picking policy"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "priority":1, "jsonPath":".status.conditions[?(@.type==\"Ready\")].reason", "description":"Why it is (not) Ready"}"#,
+    printcolumn = r#"{"name":"Degraded", "type":"string", "priority":1, "jsonPath":".status.conditions[?(@.type==\"Degraded\")].status", "description":"Serving, but the router warned"}"#,
+    printcolumn = r#"{"name":"Generation", "type":"integer", "priority":1, "jsonPath":".metadata.generation", "description":"The spec's generation"}"#,
+    printcolumn = r#"{"name":"Observed", "type":"integer", "priority":1, "jsonPath":".status.observedGeneration", "description":"The generation the status describes"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelPoolSpec {
@@ -499,7 +490,9 @@ pub struct ModelPoolStatus {
     /// Endpoints ready to receive traffic.
     #[serde(default)]
     pub ready_endpoints: u32,
-    /// `Ready`: the pool has at least one ready endpoint and is usable by routes.
+    /// `Ready`: the pool has at least one ready endpoint and nothing is degraded
+    /// (`Unknown`/`Pending` until the router has looked). `Degraded`: serving, but the router
+    /// warned (e.g. a static address it skips).
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -18,24 +18,17 @@ use serde::{Deserialize, Serialize};
     shortname = "sroute",
     category = "semantic-router",
     cel,
-    printcolumn(
-        name = "Models",
-        type_ = "string",
-        json_path = ".spec.match.models",
-        description = "Requested model names this route governs"
-    ),
-    printcolumn(
-        name = "Decisions",
-        type_ = "integer",
-        json_path = ".status.decisions",
-        description = "Decisions in force"
-    ),
-    printcolumn = r#"{"name":"Accepted", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].status", "description":"Every decision resolves and nothing is degraded"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].reason", "description":"Why it is (not) Ready"}"#,
+    printcolumn = r#"{"name":"Default Pool", "type":"string", "jsonPath":".spec.defaultTarget.pool", "description":"Pool of the default target"}"#,
+    printcolumn = r#"{"name":"Default Model", "type":"string", "jsonPath":".spec.defaultTarget.model", "description":"Model of the default target"}"#,
+    printcolumn = r#"{"name":"Decisions", "type":"integer", "jsonPath":".status.decisions", "description":"Decisions in force"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Models", "type":"string", "priority":1, "jsonPath":".spec.match.models[*]", "description":"Requested model names this route governs"}"#,
+    printcolumn = r#"{"name":"ResolvedRefs", "type":"string", "priority":1, "jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status", "description":"Every pool and model it names exists"}"#,
+    printcolumn = r#"{"name":"Degraded", "type":"string", "priority":1, "jsonPath":".status.conditions[?(@.type==\"Degraded\")].status", "description":"In force, but not all of it works as written"}"#,
+    printcolumn = r#"{"name":"Generation", "type":"integer", "priority":1, "jsonPath":".metadata.generation", "description":"The spec's generation"}"#,
+    printcolumn = r#"{"name":"Observed", "type":"integer", "priority":1, "jsonPath":".status.observedGeneration", "description":"The generation the status describes (behind Generation: the router has not seen the change)"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SemanticRouteSpec {
@@ -440,8 +433,10 @@ pub struct SemanticRouteStatus {
     /// Decisions in force (those whose targets resolved).
     #[serde(default)]
     pub decisions: u32,
-    /// `Accepted`: the route is valid and in the routing table. `ResolvedRefs`: every pool and
-    /// model it names exists.
+    /// `Ready`: every decision resolves and nothing is degraded (`Unknown`/`Pending` until the
+    /// router has looked). `Accepted`: the route is valid and in the routing table.
+    /// `ResolvedRefs`: every pool and model it names exists. `Degraded`: in force, but the
+    /// router warned (a signal it cannot compute, a decision that can never match).
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -154,3 +154,24 @@ fn crds_carry_names_columns_and_status() {
         assert!(columns.iter().any(|c| c.name == "Age"), "{}", names.kind);
     }
 }
+
+#[test]
+fn defaults_read_as_written_and_status_starts_pending() {
+    let yaml = crds_yaml().expect("crds");
+    assert!(
+        yaml.contains("default: 0.92\n"),
+        "the cache threshold's default"
+    );
+    assert!(!yaml.contains("0.9200000166893005"));
+    for crd in crds() {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let status = &schema["openAPIV3Schema"]["properties"]["status"]["default"];
+        assert_eq!(
+            status["conditions"][0]["type"], "Ready",
+            "{}",
+            crd.spec.names.kind
+        );
+        assert_eq!(status["conditions"][0]["status"], "Unknown");
+        assert_eq!(status["conditions"][0]["reason"], "Pending");
+    }
+}

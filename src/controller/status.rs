@@ -25,27 +25,34 @@ pub fn route_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let generation = route.metadata.generation;
+    let accepted = condition(
+        ConditionType::Accepted,
+        &diagnostics,
+        "Accepted",
+        "the route is in the routing table",
+        generation,
+        previous,
+    );
+    let resolved = condition(
+        ConditionType::ResolvedRefs,
+        &diagnostics,
+        "ResolvedRefs",
+        "every pool and model the route names exists",
+        generation,
+        previous,
+    );
+    let degraded = degraded(&diagnostics, generation, previous);
+    let decisions = in_force.map_or(0, |r| u32::try_from(r.decisions.len()).unwrap_or(u32::MAX));
+    let ready = ready(
+        &[&accepted, &resolved, &degraded],
+        &format!("routing as written: {decisions} decision(s) in force"),
+        generation,
+        previous,
+    );
     SemanticRouteStatus {
         observed_generation: generation,
-        decisions: in_force.map_or(0, |r| u32::try_from(r.decisions.len()).unwrap_or(u32::MAX)),
-        conditions: vec![
-            condition(
-                ConditionType::Accepted,
-                &diagnostics,
-                "Accepted",
-                "the route is in the routing table",
-                generation,
-                previous,
-            ),
-            condition(
-                ConditionType::ResolvedRefs,
-                &diagnostics,
-                "ResolvedRefs",
-                "every pool and model the route names exists",
-                generation,
-                previous,
-            ),
-        ],
+        decisions,
+        conditions: vec![ready, accepted, resolved, degraded],
     }
 }
 
@@ -71,23 +78,98 @@ pub fn pool_status(pool: &ModelPool, compiled: &Compiled, table: &RoutingTable) 
     } else {
         format!("{ready_endpoints} ready endpoint(s)")
     };
+    let endpoints = condition(
+        ConditionType::Ready,
+        &diagnostics,
+        "Ready",
+        &ok_message,
+        generation,
+        previous,
+    );
+    let degraded = degraded(&diagnostics, generation, previous);
+    let ready = ready(&[&endpoints, &degraded], &ok_message, generation, previous);
     ModelPoolStatus {
         observed_generation: generation,
         ready_endpoints,
-        conditions: vec![condition(
-            ConditionType::Ready,
-            &diagnostics,
-            "Ready",
-            &ok_message,
-            generation,
-            previous,
-        )],
+        conditions: vec![ready, degraded],
     }
 }
 
-/// One condition: False with the first error's reason and every error's message, else True;
-/// warnings are appended to the message. Keeps the previous transition time when the status
-/// did not change.
+/// `Ready`: True when every detail condition is healthy (True, or False for `Degraded`);
+/// otherwise False with the first unhealthy one's reason and every unhealthy message.
+fn ready(
+    details: &[&Condition],
+    ok_message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
+    let unhealthy: Vec<&&Condition> = details.iter().filter(|c| !healthy(c)).collect();
+    let (status, reason, message) = match unhealthy.first() {
+        None => ("True", "Ready".to_owned(), ok_message.to_owned()),
+        Some(first) => (
+            "False",
+            first.reason.clone(),
+            unhealthy
+                .iter()
+                .map(|c| c.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    new_condition(
+        ConditionType::Ready.as_str(),
+        status,
+        reason,
+        message,
+        generation,
+        previous,
+    )
+}
+
+/// `Degraded`: True with the first warning's reason and every warning's message when the
+/// compiler warned (the object is in force, but not all of it works as written).
+fn degraded(
+    diagnostics: &[&Diagnostic],
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
+    let warnings: Vec<&&Diagnostic> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .collect();
+    let (status, reason, message) = match warnings.first() {
+        None => (
+            "False",
+            "AsExpected".to_owned(),
+            "nothing degraded".to_owned(),
+        ),
+        Some(first) => (
+            "True",
+            first.reason.as_str().to_owned(),
+            warnings
+                .iter()
+                .map(|d| d.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    new_condition(DEGRADED, status, reason, message, generation, previous)
+}
+
+/// The condition type of warnings.
+const DEGRADED: &str = "Degraded";
+
+/// Whether a condition says all is well: `Degraded` False, any other True.
+fn healthy(c: &Condition) -> bool {
+    if c.type_ == DEGRADED {
+        c.status == "False"
+    } else {
+        c.status == "True"
+    }
+}
+
+/// One detail condition: False with the first error's reason and every error's message, else
+/// True (warnings go to `Degraded`).
 fn condition(
     kind: ConditionType,
     diagnostics: &[&Diagnostic],
@@ -96,17 +178,11 @@ fn condition(
     generation: Option<i64>,
     previous: &[Condition],
 ) -> Condition {
-    let relevant: Vec<&&Diagnostic> = diagnostics.iter().filter(|d| d.condition == kind).collect();
-    let errors: Vec<&&&Diagnostic> = relevant
+    let errors: Vec<&&Diagnostic> = diagnostics
         .iter()
-        .filter(|d| d.severity == Severity::Error)
+        .filter(|d| d.condition == kind && d.severity == Severity::Error)
         .collect();
-    let warnings: Vec<&str> = relevant
-        .iter()
-        .filter(|d| d.severity == Severity::Warning)
-        .map(|d| d.message.as_str())
-        .collect();
-    let (status, reason, mut message) = match errors.first() {
+    let (status, reason, message) = match errors.first() {
         Some(first) => (
             "False",
             first.reason.as_str().to_owned(),
@@ -118,17 +194,25 @@ fn condition(
         ),
         None => ("True", ok_reason.to_owned(), ok_message.to_owned()),
     };
-    if !warnings.is_empty() {
-        message = format!("{message}; warning: {}", warnings.join("; "));
-    }
-    let type_ = kind.as_str().to_owned();
+    new_condition(kind.as_str(), status, reason, message, generation, previous)
+}
+
+/// A condition that keeps the previous transition time when its status did not change.
+fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: String,
+    message: String,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| Time(Timestamp::now()));
     Condition {
-        type_,
+        type_: type_.to_owned(),
         status: status.to_owned(),
         reason,
         message,
@@ -169,18 +253,25 @@ pub struct ConditionEvent {
     pub note: String,
 }
 
-/// The Events a status change deserves: a Warning for each condition that is False now and
-/// was not False for the same reason before, a Normal one for each that went from False to
-/// True. Unchanged conditions, and conditions True from the start, say nothing.
+/// The Events a status change deserves: a Warning for each condition that turned unhealthy
+/// (False, or True for `Degraded`) and was not unhealthy for the same reason before, a Normal
+/// one for each that recovered. Unchanged conditions, conditions healthy from the start, and a
+/// second condition with the same reason (`Ready` summing up a detail) say nothing.
 pub fn condition_events(previous: &[Condition], next: &[Condition]) -> Vec<ConditionEvent> {
+    let mut seen: Vec<&str> = Vec::new();
     next.iter()
         .filter_map(|c| {
+            if seen.contains(&c.reason.as_str()) {
+                return None;
+            }
+            seen.push(&c.reason);
             let before = previous.iter().find(|p| p.type_ == c.type_);
-            let was_false = before.is_some_and(|p| p.status == "False");
-            let same_failure = was_false && before.is_some_and(|p| p.reason == c.reason);
-            let warning = match c.status.as_str() {
-                "False" if !same_failure => true,
-                "True" if was_false => false,
+            let was_unhealthy = before.is_some_and(|p| !healthy(p) && p.status != "Unknown");
+            let same_failure = was_unhealthy && before.is_some_and(|p| p.reason == c.reason);
+            let warning = match (healthy(c), c.status.as_str()) {
+                (_, "Unknown") => return None,
+                (false, _) if !same_failure => true,
+                (true, _) if was_unhealthy => false,
                 _ => return None,
             };
             Some(ConditionEvent {
@@ -213,8 +304,10 @@ mod tests {
         assert_eq!(
             c,
             [
+                ("Ready", "True", "Ready"),
                 ("Accepted", "True", "Accepted"),
-                ("ResolvedRefs", "True", "ResolvedRefs")
+                ("ResolvedRefs", "True", "ResolvedRefs"),
+                ("Degraded", "False", "AsExpected"),
             ]
         );
         assert!(
@@ -233,7 +326,7 @@ mod tests {
         );
         let compiled = compile_all(two_pools(), vec![r.clone()]);
         let status = route_status(&r, &compiled, &compiled.table);
-        let resolved = &status.conditions[1];
+        let resolved = &status.conditions[2];
         assert_eq!(
             (resolved.status.as_str(), resolved.reason.as_str()),
             ("False", "PoolNotFound")
@@ -244,10 +337,44 @@ mod tests {
             resolved.message
         );
         assert_eq!(
-            status.conditions[0].status, "True",
+            status.conditions[1].status, "True",
             "the default keeps the route in force"
         );
         assert_eq!(status.decisions, 0);
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (
+                ready.type_.as_str(),
+                ready.status.as_str(),
+                ready.reason.as_str()
+            ),
+            ("Ready", "False", "PoolNotFound"),
+            "a decision that does not resolve makes the route not Ready"
+        );
+    }
+
+    #[test]
+    fn a_warning_is_degraded_and_not_ready_but_in_force() {
+        let r = route(
+            "auto",
+            "match: {models: [auto]}\nsignals: {categories: [{name: stem, labels: [math]}]}\ndecisions:\n- {name: always, targets: [{pool: small, model: small}]}\n- {name: d, when: {any: [stem]}, targets: [{pool: small, model: small}]}\ndefaultTarget: {pool: small, model: small}",
+        );
+        let compiled = compile_all(two_pools(), vec![r.clone()]);
+        let status = route_status(&r, &compiled, &compiled.table);
+        let by_type = |t: &str| {
+            let c = status.conditions.iter().find(|c| c.type_ == t).unwrap();
+            (c.status.as_str(), c.reason.as_str())
+        };
+        assert_eq!(by_type("Accepted"), ("True", "Accepted"));
+        assert_eq!(by_type("Degraded"), ("True", "UnreachableDecision"));
+        assert_eq!(by_type("Ready"), ("False", "UnreachableDecision"));
+        assert!(
+            !status.conditions[1].message.contains("warning"),
+            "warnings live in Degraded, not in Accepted's message"
+        );
+        let events = condition_events(&[], &status.conditions);
+        assert_eq!(events.len(), 1, "one Warning per reason: {events:?}");
+        assert!(events[0].warning);
     }
 
     #[test]

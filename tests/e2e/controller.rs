@@ -226,7 +226,8 @@ async fn status_is_honest_and_tracks_generation() {
         events_about(&server, "SemanticRoute", "auto")
             .await
             .is_empty(),
-        "a route healthy from the start records nothing"
+        "a route healthy from the start records nothing: {:?}",
+        events_about(&server, "SemanticRoute", "auto").await
     );
 
     apply(&server, SLICE).await;
@@ -324,6 +325,19 @@ async fn deleting_a_used_pool_leaves_the_default_in_force() {
         condition(&route, "ResolvedRefs")["reason"] == "PoolNotFound"
     })
     .await;
+    // The route still routes (its default), but it is not Ready, and `kubectl get` says so.
+    let route = get(&server, "semanticroute/auto").await;
+    assert_eq!(condition(&route, "Ready")["status"], "False", "{route}");
+    assert_eq!(condition(&route, "Ready")["reason"], "PoolNotFound");
+    assert_eq!(
+        route["status"]["conditions"][0]["type"], "Ready",
+        "Ready first"
+    );
+    let row = server.kubectl_ok(&["get", "sroute", "auto"]).await;
+    assert!(
+        row.contains("False") && row.contains("PoolNotFound"),
+        "{row}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -260,14 +260,68 @@ async fn samples_are_created_and_listed_by_kubectl() {
         table.contains("qwen3-small") && table.contains("Qwen/Qwen3-1.7B"),
         "{table}"
     );
+    // No router has looked yet: Ready Unknown, reason Pending, on every object.
+    assert!(table.contains("Unknown"), "{table}");
     let table = server
         .kubectl_ok(&["get", "sroute", "--all-namespaces"])
         .await;
+    for column in [
+        "READY",
+        "REASON",
+        "DEFAULT POOL",
+        "DEFAULT MODEL",
+        "DECISIONS",
+        "AGE",
+    ] {
+        assert!(table.contains(column), "{column}: {table}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains("auto"))
+        .expect("the auto route");
     assert!(
-        table.contains("DECISIONS") && table.contains("ACCEPTED"),
-        "{table}"
+        row.contains("Unknown") && row.contains("Pending") && row.contains("qwen3-small"),
+        "{row}"
     );
-    assert!(table.contains("auto"), "{table}");
+    let wide = server
+        .kubectl_ok(&["get", "sroute", "--all-namespaces", "-o", "wide"])
+        .await;
+    for column in [
+        "MODELS",
+        "RESOLVEDREFS",
+        "DEGRADED",
+        "GENERATION",
+        "OBSERVED",
+    ] {
+        assert!(wide.contains(column), "{column}: {wide}");
+    }
+    let row = wide
+        .lines()
+        .find(|l| l.contains("auto"))
+        .expect("the auto route");
+    assert!(!row.contains("[\""), "models as plain text: {row}");
+
+    // A defaulted number reads as written.
+    server
+        .kubectl_ok(&[
+            "patch",
+            "sroute",
+            "auto",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"cache":{"enabled":true}}}"#,
+        ])
+        .await;
+    let route = server
+        .kubectl_ok(&[
+            "get",
+            "sroute",
+            "auto",
+            "-o",
+            "jsonpath={.spec.cache.similarityThreshold}",
+        ])
+        .await;
+    assert_eq!(route.trim(), "0.92");
 }
 
 #[tokio::test]
