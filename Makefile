@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint bench check-cuda heads
+.PHONY: run test tools crds check-crds lint bench check-cuda heads image
 
 ## The whole local stack (no cluster needed): three simulated model servers, the router on
 ## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
@@ -47,3 +47,10 @@ check-cuda:
 ## training data (hack/heads/prepare.sh), train, and evaluate on the held-out sets. ~25 min cold.
 heads:
 	bash hack/heads/train.sh
+
+## The router image (Containerfile: release binary + the libraries it links + default heads, on
+## scratch), built with buildah (vfs, chroot; no daemon) into target/image/*.oci.tar, then
+## `--version` and `crds` are run inside it. Needs root; ~12 min cold (the release build). Not
+## part of `make test`.
+image:
+	CARGO="$(CARGO)" bash hack/image.sh
