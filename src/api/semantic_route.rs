@@ -30,6 +30,11 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Generation", "type":"integer", "priority":1, "jsonPath":".metadata.generation", "description":"The spec's generation"}"#,
     printcolumn = r#"{"name":"Observed", "type":"integer", "priority":1, "jsonPath":".status.observedGeneration", "description":"The generation the status describes (behind Generation: the router has not seen the change)"}"#
 )]
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.decisions) || self.decisions.all(d, !has(d.when) || ((has(d.when.all) ? d.when.all : []) + (has(d.when.any) ? d.when.any : []) + (has(d.when.not) ? d.when.not : [])).all(n, has(self.signals) && ((has(self.signals.keywords) && self.signals.keywords.exists(s, s.name == n)) || (has(self.signals.examples) && self.signals.examples.exists(s, s.name == n)) || (has(self.signals.categories) && self.signals.categories.exists(s, s.name == n)) || (has(self.signals.headers) && self.signals.headers.exists(s, s.name == n)))))")
+        .message("every signal a decision's when names (all, any, not) must be defined in spec.signals (keywords, examples, categories or headers)")
+        .reason(kube::core::Reason::FieldValueInvalid),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SemanticRouteSpec {
     /// Which requests this route governs. A request is governed when its `model` is one of

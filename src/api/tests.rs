@@ -175,3 +175,26 @@ fn defaults_read_as_written_and_status_starts_pending() {
         assert_eq!(status["conditions"][0]["reason"], "Pending");
     }
 }
+
+#[test]
+fn a_decision_naming_an_undefined_signal_is_refused() {
+    let errors = route_errors(|v| v["spec"]["decisions"][0]["when"] = json!({"all": ["mth"]}));
+    assert!(
+        errors.contains("must be defined in spec.signals"),
+        "{errors}"
+    );
+    let errors = route_errors(|v| v["spec"]["decisions"][0]["when"] = json!({"not": ["math"]}));
+    assert_eq!(errors, "", "a defined signal, in not");
+    let errors = route_errors(|v| {
+        v["spec"]["signals"] = json!({});
+        v["spec"]["decisions"][0]["when"] = json!({});
+    });
+    assert_eq!(errors, "", "an empty when names nothing");
+    let errors = route_errors(|v| {
+        v["spec"].as_object_mut().unwrap().remove("signals");
+    });
+    assert!(
+        errors.contains("must be defined"),
+        "no signals at all: {errors}"
+    );
+}

@@ -416,10 +416,15 @@ async fn valid_variants_are_accepted() {
         {"pool": "qwen3-large-a100", "model": "Qwen/Qwen3-30B-A3B", "weight": 10,
          "reasoning": {"enabled": true, "effort": "high"}},
     ]);
-    r["spec"]["signals"]["examples"] =
-        json!([{"name": "greeting", "prompts": ["hi"], "threshold": 1.0}]);
-    r["spec"]["signals"]["categories"] =
-        json!([{"name": "math", "labels": ["math"], "threshold": 0.0}]);
+    // (Added beside the sample's own, which its decisions name.)
+    r["spec"]["signals"]["examples"]
+        .as_array_mut()
+        .expect("examples")
+        .push(json!({"name": "greeting", "prompts": ["hi"], "threshold": 1.0}));
+    r["spec"]["signals"]["categories"]
+        .as_array_mut()
+        .expect("categories")
+        .push(json!({"name": "math", "labels": ["math"], "threshold": 0.0}));
     create(&client, &r)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{r:#}"));
@@ -659,4 +664,13 @@ async fn api_server_restart_keeps_port_and_data() {
         .expect("the pool, through the old client, after restart");
     assert_eq!(pool.metadata.uid, created.metadata.uid);
     assert_eq!(pool.data["spec"], created.data["spec"]);
+}
+
+#[tokio::test]
+async fn a_decision_naming_an_undefined_signal_is_rejected() {
+    let (_server, client) = server_with_crds().await;
+    let mut r = route();
+    let decisions = r["spec"]["decisions"].as_array_mut().expect("decisions");
+    decisions[0]["when"] = json!({"any": ["stem", "no-such-signal"]});
+    assert_rejected(&client, r, &["spec", "must be defined in spec.signals"]).await;
 }
