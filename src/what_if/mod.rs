@@ -9,6 +9,7 @@
 //! every model signal computed; endpoints' load and health are not replayed: every pool is
 //! taken to be able to serve.
 
+mod compare;
 mod report;
 pub mod requests;
 
@@ -27,7 +28,8 @@ use crate::dataplane::processor::{Processor, RequestView};
 use crate::dataplane::signals::{CandleSignals, ModelFiles};
 use crate::routing::{Pool, PoolBackend, Resources, SharedTable, compile};
 
-pub use report::{Assumptions, Comparison, LabelKind, Outcome, Report};
+pub use compare::Comparison;
+pub use report::{Assumptions, LabelKind, Outcome, Report};
 use requests::{LoggedRequest, RequestLogError};
 
 /// Requests decided at once (the classifier batches them).

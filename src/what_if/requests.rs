@@ -70,16 +70,11 @@ pub fn read(path: &Path, model: &str) -> Result<Vec<LoggedRequest>, RequestLogEr
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            parse_line(l, model)
-                .map_err(|problem| RequestLogError::Line {
-                    path: path.to_owned(),
-                    line: i + 1,
-                    problem,
-                })
-                .map(|mut r| {
-                    r.line = i + 1;
-                    r
-                })
+            parse_line(i + 1, l, model).map_err(|problem| RequestLogError::Line {
+                path: path.to_owned(),
+                line: i + 1,
+                problem,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if requests.is_empty() {
@@ -90,8 +85,8 @@ pub fn read(path: &Path, model: &str) -> Result<Vec<LoggedRequest>, RequestLogEr
     Ok(requests)
 }
 
-/// One line; `line` is filled in by the caller.
-fn parse_line(line: &str, model: &str) -> Result<LoggedRequest, String> {
+/// Line number `number`, reading `line`.
+fn parse_line(number: usize, line: &str, model: &str) -> Result<LoggedRequest, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
     let Value::Object(mut object) = value else {
         return Err("not a JSON object".to_owned());
@@ -134,7 +129,7 @@ fn parse_line(line: &str, model: &str) -> Result<LoggedRequest, String> {
         ApiKind::Chat
     };
     Ok(LoggedRequest {
-        line: 0,
+        line: number,
         kind,
         body: serde_json::to_vec(&Value::Object(body)).map_err(|e| e.to_string())?,
         headers,
