@@ -8,4 +8,8 @@ pub mod classify;
 pub mod controller;
 pub mod dataplane;
 pub mod routing;
+pub mod stream;
 pub mod what_if;
+
+#[cfg(test)]
+mod layers;

@@ -8,6 +8,8 @@
 
 use serde_json::{Value, json};
 
+use crate::stream::SseLines;
+
 /// One cached answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -100,53 +102,11 @@ impl Answer {
     /// The answer in a streamed chat completion (the whole SSE body), if it is one worth
     /// keeping: the deltas' content joined, the finish reason of the last chunk.
     pub fn from_sse(body: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(body).ok()?;
-        let mut model = None;
-        let mut content = String::new();
-        let mut finish = None;
-        let mut done = false;
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:") else {
-                continue;
-            };
-            let data = data.trim_start();
-            if data == "[DONE]" {
-                done = true;
-                continue;
-            }
-            let event: Value = serde_json::from_str(data).ok()?;
-            if model.is_none() {
-                model = event
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-            }
-            for choice in event
-                .get("choices")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
-                    return None;
-                }
-                if let Some(delta) = choice.get("delta") {
-                    if has_tool_calls(delta) {
-                        return None;
-                    }
-                    if let Some(piece) = delta.get("content").and_then(Value::as_str) {
-                        content.push_str(piece);
-                    }
-                }
-                if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                    finish = Some(reason.to_owned());
-                }
-            }
-        }
-        if !done {
-            return None;
-        }
-        Self::kept(&model?, content, &finish?)
+        let mut lines = SseLines::default();
+        let mut answer = SseAnswer::new(usize::MAX);
+        lines.feed(body, &mut |data| answer.event(data));
+        lines.finish(&mut |data| answer.event(data));
+        answer.finish()
     }
 
     fn kept(model: &str, content: String, finish_reason: &str) -> Option<Self> {
@@ -165,50 +125,94 @@ fn has_tool_calls(message: &Value) -> bool {
         .is_some_and(|calls| !calls.is_empty())
 }
 
-/// Collects a response as it passes (never holding it back) to read its [`Answer`] at the
-/// end; a response over the limit is dropped and read as none.
+/// Builds an [`Answer`] from a streamed chat completion's events as they pass, without
+/// holding the stream back; a stream whose events pass the byte limit reads as none.
 #[derive(Debug)]
-pub struct AnswerReader {
-    sse: bool,
-    body: Vec<u8>,
-    limit: usize,
-    over: bool,
+pub struct SseAnswer {
+    model: Option<String>,
+    content: String,
+    finish: Option<String>,
+    done: bool,
+    /// Something was read that makes the stream no answer worth keeping.
+    rejected: bool,
+    /// Event bytes still allowed.
+    budget: usize,
 }
 
-impl AnswerReader {
-    /// A reader for a streamed (`sse`) or JSON response of at most `limit` bytes.
-    pub fn new(sse: bool, limit: usize) -> Self {
+impl SseAnswer {
+    /// A reader of at most `limit` bytes of events.
+    pub fn new(limit: usize) -> Self {
         Self {
-            sse,
-            body: Vec::new(),
-            limit,
-            over: false,
+            model: None,
+            content: String::new(),
+            finish: None,
+            done: false,
+            rejected: false,
+            budget: limit,
         }
     }
 
-    /// Reads the next body chunk.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.over {
+    /// Reads one event: the payload of a `data:` line.
+    pub fn event(&mut self, data: &[u8]) {
+        if self.rejected {
             return;
         }
-        if self.body.len() + chunk.len() > self.limit {
-            self.over = true;
-            self.body = Vec::new();
-        } else {
-            self.body.extend_from_slice(chunk);
+        let Some(budget) = self.budget.checked_sub(data.len()) else {
+            self.reject();
+            return;
+        };
+        self.budget = budget;
+        let data = data.trim_ascii_start();
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        let Ok(event) = serde_json::from_slice::<Value>(data) else {
+            self.reject();
+            return;
+        };
+        if self.model.is_none() {
+            self.model = event
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        for choice in event
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+                self.reject();
+                return;
+            }
+            if let Some(delta) = choice.get("delta") {
+                if has_tool_calls(delta) {
+                    self.reject();
+                    return;
+                }
+                if let Some(piece) = delta.get("content").and_then(Value::as_str) {
+                    self.content.push_str(piece);
+                }
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.finish = Some(reason.to_owned());
+            }
         }
     }
 
-    /// The answer in the whole response, if it is one worth keeping.
+    /// The answer, once the stream has ended with `[DONE]`, if it is one worth keeping.
     pub fn finish(self) -> Option<Answer> {
-        if self.over {
+        if self.rejected || !self.done {
             return None;
         }
-        if self.sse {
-            Answer::from_sse(&self.body)
-        } else {
-            Answer::from_json(&self.body)
-        }
+        Answer::kept(&self.model?, self.content, &self.finish?)
+    }
+
+    fn reject(&mut self) {
+        self.rejected = true;
+        self.content = String::new();
     }
 }
 
@@ -275,15 +279,15 @@ mod tests {
     }
 
     #[test]
-    fn the_reader_drops_responses_over_its_limit() {
-        let body = answer().to_json("id", 1);
-        let mut reader = AnswerReader::new(false, body.len());
-        let (a, b) = body.split_at(body.len() / 2);
-        reader.feed(a);
-        reader.feed(b);
-        assert_eq!(reader.finish(), Some(answer()));
-        let mut small = AnswerReader::new(false, body.len() - 1);
-        small.feed(&body);
-        assert_eq!(small.finish(), None);
+    fn a_stream_over_the_limit_is_no_answer() {
+        let body = answer().to_sse("id", 1, false);
+        let events = |limit| {
+            let mut lines = SseLines::default();
+            let mut reader = SseAnswer::new(limit);
+            lines.feed(&body, &mut |d| reader.event(d));
+            reader.finish()
+        };
+        assert_eq!(events(body.len()), Some(answer()));
+        assert_eq!(events(20), None);
     }
 }

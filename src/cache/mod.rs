@@ -10,5 +10,5 @@
 pub mod answer;
 pub mod store;
 
-pub use answer::{Answer, AnswerReader};
+pub use answer::{Answer, SseAnswer};
 pub use store::{CacheLimits, Hit, Pending, Scope, SemanticCache};

@@ -105,6 +105,7 @@ pub struct TrainArgs {
     /// reported.
     #[arg(long, value_name = "LABEL")]
     pub positive: Option<String>,
+    /// The encoder the head reads.
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }
@@ -126,6 +127,7 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The encoder the head reads.
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }

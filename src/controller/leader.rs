@@ -26,7 +26,9 @@ pub enum Error {
     /// The API server refused to read or write the Lease (missing kind or namespace, RBAC).
     #[error("the API server refused Lease {lease}: {source}")]
     Refused {
+        /// The Lease's namespace/name.
         lease: String,
+        /// What the API server said.
         #[source]
         source: kube::Error,
     },

@@ -2,48 +2,31 @@
 //! headers phase learned into the body and response phases.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValueOption, Metadata};
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
 };
-use envoy_types::pb::google::protobuf::{Value, value::Kind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::epp::{self, DESTINATION_HEADER, SERVED_KEY};
 use super::error::RequestError;
-use super::metrics::{ErrorLabels, Metrics, OutcomeLabels, RouteLabels, TokenLabels};
+use super::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use super::mutations::{
-    self, CACHE_HEADER, DESTINATION_HEADER, DESTINATION_NAMESPACE, immediate, replaced_body,
-    replacing_router_headers, set_header, streamed_body,
+    self, replaced_body, replacing_router_headers, route_headers, set_header, streamed_body,
 };
 use super::openai::ApiKind;
 use super::picker::InFlight;
-use super::processor::{
-    Destination, Outcome, Processor, ProxyHints, RequestView, Routed, ShedReason,
-};
-use super::usage::{SseUsageScanner, Usage, usage_from_json};
-use super::usage_strip::UsageStripper;
-use crate::cache::{AnswerReader, Pending};
-
-/// Largest non-streamed response body read for its usage figures; larger ones are not counted.
-const MAX_USAGE_BODY: usize = 1 << 20;
-/// Largest response read for the semantic cache; larger answers are not cached.
-const MAX_CACHED_RESPONSE: usize = 256 << 10;
-
-/// Metadata namespace of the endpoint-picker protocol's subset hint.
-pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
-/// Key of the subset hint (a list of `ip:port`) in [`SUBSET_NAMESPACE`].
-pub const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
-/// Key (in `envoy.lb`) and response header of the endpoint the proxy reports as served.
-pub const SERVED_KEY: &str = "x-gateway-destination-endpoint-served";
+use super::processor::{Destination, Outcome, Processor, ProxyHints, RequestView, Routed};
+use super::respond::refuse;
+use super::response_tap::{ResponseHead, ResponseTap};
 
 /// Limits of the request path.
 #[derive(Clone, Copy, Debug)]
@@ -112,23 +95,12 @@ struct StreamState {
     body: Vec<u8>,
     /// The request was answered (routed, passed or refused); later body chunks are ignored.
     decided: bool,
-    routed: Option<RouteLabels>,
-    response: ResponseUsage,
     /// What the proxy's metadata allows (the subset hint), from the request phase.
     hints: ProxyHints,
-    /// The routed request's accounting with the endpoint picker; dropped when the response
-    /// ends, or with the stream (no response: a connect failure).
-    in_flight: Option<InFlight>,
-    /// A semantic-cache miss waiting for the response.
-    cache_fill: Option<Pending>,
-    /// The response being read for the cache (a 200 to a cache miss).
-    answer: Option<AnswerReader>,
+    /// The routed request's response, as the router watches it; `None` for any other.
+    tap: Option<ResponseTap>,
     /// Router-family headers the client sent, removed before the request goes on.
     spoofed: Vec<String>,
-    /// The router asked for the stream's usage on the client's behalf.
-    hide_usage: bool,
-    /// Removes that usage from the streamed response.
-    stripper: Option<UsageStripper>,
 }
 
 impl Default for StreamState {
@@ -140,15 +112,9 @@ impl Default for StreamState {
             headers: HashMap::new(),
             body: Vec::new(),
             decided: false,
-            routed: None,
-            response: ResponseUsage::default(),
             hints: ProxyHints::default(),
-            in_flight: None,
-            cache_fill: None,
-            answer: None,
+            tap: None,
             spoofed: Vec::new(),
-            hide_usage: false,
-            stripper: None,
         }
     }
 }
@@ -176,12 +142,8 @@ impl StreamState {
             && self.hints.subset.is_none()
             && let Some(metadata) = &message.metadata_context
         {
-            self.hints.subset = subset_hint(metadata);
+            self.hints.subset = epp::subset_hint(metadata);
         }
-        let served = match &request {
-            Request::ResponseHeaders(_) => message.metadata_context.as_ref().and_then(served),
-            _ => None,
-        };
         match request {
             Request::RequestHeaders(h) => self.on_request_headers(h, inner).await,
             Request::RequestBody(b) => self.on_request_body(b, inner).await,
@@ -193,11 +155,15 @@ impl StreamState {
                 out.push(mutations::request_trailers());
                 out
             }
-            Request::ResponseHeaders(h) => self.on_response_headers(h, served, inner),
-            Request::ResponseBody(b) => self.on_response_body(b, inner),
+            Request::ResponseHeaders(h) => {
+                let served = message.metadata_context.as_ref().and_then(epp::served);
+                vec![self.on_response_headers(&h, served, inner)]
+            }
+            Request::ResponseBody(b) => vec![self.on_response_body(b, inner)],
             Request::ResponseTrailers(_) => {
-                self.in_flight = None;
-                self.fill_cache();
+                if let Some(tap) = &mut self.tap {
+                    tap.trailers(&inner.metrics);
+                }
                 vec![mutations::response_trailers()]
             }
         }
@@ -265,7 +231,10 @@ impl StreamState {
         let limit = inner.limits.max_body_bytes;
         if self.body.len() + message.body.len() > limit {
             self.decided = true;
-            return vec![refuse(&RequestError::BodyTooLarge { limit }, inner)];
+            return vec![refuse(
+                &RequestError::BodyTooLarge { limit }.into(),
+                &inner.metrics,
+            )];
         }
         self.body.extend_from_slice(&message.body);
         // In BUFFERED mode the one body message is the whole body, even when trailers follow
@@ -297,12 +266,15 @@ impl StreamState {
             .await;
         let body = std::mem::take(&mut self.body);
         match outcome {
-            Outcome::Rejected(error) => vec![refuse(&error, inner)],
+            Outcome::Refused(refusal) => vec![refuse(&refusal, &inner.metrics)],
             Outcome::Cached(cached) => {
                 inner
                     .metrics
                     .requests
-                    .get_or_create(&outcome_labels(Some(&cached.labels), "cache"))
+                    .get_or_create(&OutcomeLabels::routed(
+                        &RouteLabels::from(&cached.labels),
+                        "cache",
+                    ))
                     .inc();
                 tracing::debug!(
                     decision = %cached.labels.decision,
@@ -312,12 +284,11 @@ impl StreamState {
                 );
                 vec![mutations::cached(&cached)]
             }
-            Outcome::Shed { error, reason } => vec![shed(&error, reason, inner)],
             Outcome::PassThrough => {
                 inner
                     .metrics
                     .requests
-                    .get_or_create(&outcome_labels(None, "passthrough"))
+                    .get_or_create(&OutcomeLabels::unrouted("passthrough"))
                     .inc();
                 if self.duplex() {
                     vec![
@@ -329,28 +300,23 @@ impl StreamState {
                 }
             }
             Outcome::Routed(mut routed) => {
-                if let Some(pick) = routed.pick.take() {
-                    self.in_flight = InFlight::start(inner.processor.picker().clone(), pick);
-                }
-                let labels = RouteLabels {
-                    decision: routed.decision.clone(),
-                    model: routed.model.clone(),
-                    pool: routed.pool.clone(),
-                };
+                let in_flight = routed
+                    .pick
+                    .take()
+                    .and_then(|pick| InFlight::start(inner.processor.picker().clone(), pick));
+                let tap = ResponseTap::new(&mut routed, in_flight);
+                let labels = tap.metric_labels();
                 inner
                     .metrics
                     .decision_seconds
-                    .get_or_create(&labels)
+                    .get_or_create(labels)
                     .observe(started.elapsed().as_secs_f64());
                 inner
                     .metrics
                     .requests
-                    .get_or_create(&outcome_labels(Some(&labels), "upstream"))
+                    .get_or_create(&OutcomeLabels::routed(labels, "upstream"))
                     .inc();
-                self.response.stream = routed.stream;
-                self.hide_usage = routed.hide_usage;
-                self.routed = Some(labels);
-                self.cache_fill = routed.cache_fill.take();
+                self.tap = Some(tap);
                 self.forward(*routed)
             }
         }
@@ -358,7 +324,7 @@ impl StreamState {
 
     /// The answer that sends a routed request on with its new body and destination.
     fn forward(&self, routed: Routed) -> Vec<ProcessingResponse> {
-        let mut headers = decision_headers(&routed);
+        let mut headers = route_headers(&routed.labels, "upstream");
         if routed.jailbreak_flagged {
             headers.push(set_header("x-semantic-router-jailbreak", "flagged"));
         }
@@ -366,8 +332,9 @@ impl StreamState {
         let metadata = match &routed.destination {
             Destination::Endpoints(_) => {
                 let list = routed.destination.endpoint_list().unwrap_or_default();
-                headers.push(set_header(DESTINATION_HEADER, list.clone()));
-                Some(mutations::destination_metadata(&list))
+                let metadata = epp::destination_metadata(&list);
+                headers.push(set_header(DESTINATION_HEADER, list));
+                Some(metadata)
             }
             Destination::Cluster(cluster) => {
                 headers.push(set_header("x-semantic-router-cluster", cluster.clone()));
@@ -398,70 +365,40 @@ impl StreamState {
 
     fn on_response_headers(
         &mut self,
-        message: HttpHeaders,
-        served: Option<SocketAddr>,
+        message: &HttpHeaders,
+        served: Option<std::net::SocketAddr>,
         inner: &Inner,
-    ) -> Vec<ProcessingResponse> {
-        let headers = header_map(message.headers.as_ref());
-        if let Some(in_flight) = &mut self.in_flight {
-            let status = headers
-                .get(":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            let served = served.or_else(|| headers.get(SERVED_KEY).and_then(|v| first_addr(v)));
-            in_flight.respond(status, served);
-            if message.end_of_stream {
-                self.in_flight = None;
-            }
-        }
-        self.response.sse = headers
-            .get("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"));
-        let Some(labels) = &self.routed else {
-            return vec![mutations::response_headers(Vec::new(), Vec::new())];
+    ) -> ProcessingResponse {
+        let Some(tap) = &mut self.tap else {
+            return mutations::response_headers(Vec::new(), Vec::new());
         };
-        let mut set = mutations::route_headers(labels, "upstream");
-        let status_ok = headers.get(":status").is_none_or(|s| s == "200");
-        let mut remove = Vec::new();
-        if self.hide_usage && self.response.sse && status_ok && !message.end_of_stream {
-            self.stripper = Some(UsageStripper::default());
-            // The body the client gets is shorter than the one the server announced.
-            remove.push("content-length".to_owned());
-        }
-        if self.cache_fill.is_some() {
-            set.push(set_header(CACHE_HEADER, "miss"));
-            if status_ok && !message.end_of_stream {
-                self.answer = Some(AnswerReader::new(self.response.sse, MAX_CACHED_RESPONSE));
-            } else {
-                self.cache_fill = None;
+        let mut head = ResponseHead {
+            served,
+            end_of_stream: message.end_of_stream,
+            ..ResponseHead::default()
+        };
+        let mut served_header = None;
+        for header in message.headers.iter().flat_map(|h| &h.headers) {
+            let value = || header_value(header);
+            if header.key.eq_ignore_ascii_case(":status") {
+                head.status = value().parse().ok();
+            } else if header.key.eq_ignore_ascii_case("content-type") {
+                head.sse = value().starts_with("text/event-stream");
+            } else if header.key.eq_ignore_ascii_case(SERVED_KEY) {
+                served_header = epp::first_addr(&value());
             }
         }
-        let out = vec![mutations::response_headers(set, remove)];
-        if message.end_of_stream {
-            self.record_usage(inner);
-        }
-        out
+        head.served = head.served.or(served_header);
+        let (set, remove) = tap.headers(head, &inner.metrics);
+        mutations::response_headers(set, remove)
     }
 
-    fn on_response_body(&mut self, message: HttpBody, inner: &Inner) -> Vec<ProcessingResponse> {
-        if message.end_of_stream {
-            self.in_flight = None;
-        }
-        if self.routed.is_some() {
-            self.response.feed(&message.body);
-            if let Some(answer) = &mut self.answer {
-                answer.feed(&message.body);
-            }
-            if message.end_of_stream {
-                self.record_usage(inner);
-                self.fill_cache();
-            }
-        }
+    fn on_response_body(&mut self, message: HttpBody, inner: &Inner) -> ProcessingResponse {
         let replaced = self
-            .stripper
+            .tap
             .as_mut()
-            .and_then(|s| s.chunk(&message.body, message.end_of_stream));
-        vec![if self.response_mode == BodySendMode::FullDuplexStreamed {
+            .and_then(|tap| tap.body(&message.body, message.end_of_stream, &inner.metrics));
+        if self.response_mode == BodySendMode::FullDuplexStreamed {
             let body = replaced.unwrap_or(message.body);
             mutations::response_body(streamed_body(body, message.end_of_stream))
         } else {
@@ -469,171 +406,19 @@ impl StreamState {
                 body_mutation: replaced.map(mutations::chunk_replaced),
                 ..CommonResponse::default()
             })
-        }]
-    }
-
-    /// The response to a cache miss ended: keep its answer, if it is one worth keeping.
-    fn fill_cache(&mut self) {
-        if let (Some(fill), Some(reader)) = (self.cache_fill.take(), self.answer.take())
-            && let Some(answer) = reader.finish()
-        {
-            fill.fill(answer);
-        }
-    }
-
-    fn record_usage(&mut self, inner: &Inner) {
-        let (Some(labels), Some(usage)) = (&self.routed, self.response.finish()) else {
-            return;
-        };
-        for (kind, tokens) in [
-            ("prompt", usage.prompt_tokens),
-            ("completion", usage.completion_tokens),
-        ] {
-            inner
-                .metrics
-                .tokens
-                .get_or_create(&TokenLabels {
-                    decision: labels.decision.clone(),
-                    model: labels.model.clone(),
-                    pool: labels.pool.clone(),
-                    kind,
-                })
-                .inc_by(tokens);
         }
     }
 }
 
-/// Reads usage figures from a response as it passes, without holding it back.
-#[derive(Default)]
-struct ResponseUsage {
-    stream: bool,
-    sse: bool,
-    scanner: SseUsageScanner,
-    json: Vec<u8>,
-    too_large: bool,
-}
-
-impl ResponseUsage {
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.sse || self.stream {
-            self.scanner.feed(chunk);
-        } else if !self.too_large {
-            if self.json.len() + chunk.len() > MAX_USAGE_BODY {
-                self.too_large = true;
-                self.json = Vec::new();
-            } else {
-                self.json.extend_from_slice(chunk);
-            }
-        }
+/// A header's value, from `raw_value` when set (Envoy's default) or `value`.
+fn header_value(
+    header: &envoy_types::pb::envoy::config::core::v3::HeaderValue,
+) -> std::borrow::Cow<'_, str> {
+    if header.raw_value.is_empty() {
+        std::borrow::Cow::Borrowed(header.value.as_str())
+    } else {
+        String::from_utf8_lossy(&header.raw_value)
     }
-
-    fn finish(&mut self) -> Option<Usage> {
-        if self.sse || self.stream {
-            self.scanner.finish();
-            self.scanner.usage()
-        } else {
-            usage_from_json(&std::mem::take(&mut self.json))
-        }
-    }
-}
-
-fn refuse(error: &RequestError, inner: &Inner) -> ProcessingResponse {
-    inner
-        .metrics
-        .errors
-        .get_or_create(&ErrorLabels {
-            reason: error.code(),
-        })
-        .inc();
-    inner
-        .metrics
-        .requests
-        .get_or_create(&outcome_labels(None, "error"))
-        .inc();
-    immediate(error)
-}
-
-/// A refusal by policy: the error's response, plus the reason in a header.
-fn shed(error: &RequestError, reason: ShedReason, inner: &Inner) -> ProcessingResponse {
-    let mut response = refuse(error, inner);
-    if let Some(
-        envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response::ImmediateResponse(
-            immediate,
-        ),
-    ) = &mut response.response
-    {
-        immediate
-            .headers
-            .get_or_insert_with(Default::default)
-            .set_headers
-            .push(set_header(ShedReason::HEADER, reason.as_str()));
-    }
-    response
-}
-
-/// The subset hint in the request's metadata: `Some(list)` when the proxy sent one (entries
-/// that are not `ip:port` are left out, so a hint naming nothing usable is empty).
-fn subset_hint(metadata: &Metadata) -> Option<Vec<SocketAddr>> {
-    let value = metadata
-        .filter_metadata
-        .get(SUBSET_NAMESPACE)?
-        .fields
-        .get(SUBSET_KEY)?;
-    let mut out = Vec::new();
-    collect_addrs(value, &mut out);
-    Some(out)
-}
-
-fn collect_addrs(value: &Value, out: &mut Vec<SocketAddr>) {
-    match &value.kind {
-        Some(Kind::StringValue(s)) => out.extend(
-            s.split(',')
-                .filter_map(|a| a.trim().parse::<SocketAddr>().ok()),
-        ),
-        Some(Kind::ListValue(list)) => {
-            for v in &list.values {
-                collect_addrs(v, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The endpoint the proxy reports as served, in `envoy.lb` metadata.
-fn served(metadata: &Metadata) -> Option<SocketAddr> {
-    let value = metadata
-        .filter_metadata
-        .get(DESTINATION_NAMESPACE)?
-        .fields
-        .get(SERVED_KEY)?;
-    match &value.kind {
-        Some(Kind::StringValue(s)) => first_addr(s),
-        _ => None,
-    }
-}
-
-fn first_addr(list: &str) -> Option<SocketAddr> {
-    list.split(',').next()?.trim().parse().ok()
-}
-
-fn outcome_labels(route: Option<&RouteLabels>, outcome: &'static str) -> OutcomeLabels {
-    OutcomeLabels {
-        decision: route.map(|r| r.decision.clone()).unwrap_or_default(),
-        model: route.map(|r| r.model.clone()).unwrap_or_default(),
-        pool: route.map(|r| r.pool.clone()).unwrap_or_default(),
-        outcome,
-    }
-}
-
-/// The `x-semantic-router-*` headers that tell the backend and the client what was decided.
-fn decision_headers(routed: &Routed) -> Vec<HeaderValueOption> {
-    vec![
-        set_header("x-semantic-router-decision", routed.decision.clone()),
-        set_header("x-semantic-router-model", routed.model.clone()),
-        set_header("x-semantic-router-pool", routed.pool.clone()),
-        set_header("x-semantic-router-reasoning", routed.reasoning),
-        set_header("x-semantic-router-path", "upstream"),
-    ]
 }
 
 /// Headers by lower-case name; for repeated headers the last value wins.
@@ -642,14 +427,7 @@ fn header_map(headers: Option<&HeaderMap>) -> HashMap<String, String> {
         .map(|h| {
             h.headers
                 .iter()
-                .map(|v| {
-                    let value = if v.raw_value.is_empty() {
-                        v.value.clone()
-                    } else {
-                        String::from_utf8_lossy(&v.raw_value).into_owned()
-                    };
-                    (v.key.to_ascii_lowercase(), value)
-                })
+                .map(|v| (v.key.to_ascii_lowercase(), header_value(v).into_owned()))
                 .collect()
         })
         .unwrap_or_default()
@@ -657,15 +435,20 @@ fn header_map(headers: Option<&HeaderMap>) -> HashMap<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+    use std::net::SocketAddr;
+
+    use envoy_types::pb::envoy::config::core::v3::{HeaderValue, Metadata};
     use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
     use envoy_types::pb::envoy::service::ext_proc::v3::{
         ProtocolConfiguration, body_mutation::Mutation,
     };
+    use envoy_types::pb::google::protobuf::value::Kind;
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::dataplane::epp::{DESTINATION_NAMESPACE, SUBSET_KEY, SUBSET_NAMESPACE};
     use crate::dataplane::picker::PolicyPicker;
+    use crate::dataplane::respond::ShedReason;
     use crate::routing::NoModels;
     use crate::routing::SharedTable;
     use crate::routing::fixtures::{compile_all, math_route, two_pools};

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the data plane.
 
+use std::sync::{Arc, LazyLock};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -7,28 +9,60 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::routing::Labels;
+
 /// Labels of a routed request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// Decision name, or `default`.
-    pub decision: String,
+    /// Decision name, `default` or `direct`.
+    pub decision: Arc<str>,
     /// Model written into the body.
-    pub model: String,
+    pub model: Arc<str>,
     /// Pool name.
-    pub pool: String,
+    pub pool: Arc<str>,
+}
+
+impl From<&Labels> for RouteLabels {
+    fn from(labels: &Labels) -> Self {
+        Self {
+            decision: labels.decision.clone(),
+            model: labels.model.clone(),
+            pool: labels.pool.clone(),
+        }
+    }
 }
 
 /// Labels of a request counted by outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// Decision name, `default`, or empty when no decision was made.
-    pub decision: String,
-    /// Model, or empty.
-    pub model: String,
-    /// Pool, or empty.
-    pub pool: String,
-    /// `upstream`, `passthrough` or `error`.
+    /// Decision, model and pool; empty when no decision was made.
+    #[prometheus(flatten)]
+    pub route: RouteLabels,
+    /// `upstream`, `cache`, `passthrough` or `error`.
     pub outcome: &'static str,
+}
+
+impl OutcomeLabels {
+    /// A routed request's outcome.
+    pub fn routed(route: &RouteLabels, outcome: &'static str) -> Self {
+        Self {
+            route: route.clone(),
+            outcome,
+        }
+    }
+
+    /// The outcome of a request no decision was made for.
+    pub fn unrouted(outcome: &'static str) -> Self {
+        static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+        Self {
+            route: RouteLabels {
+                decision: NONE.clone(),
+                model: NONE.clone(),
+                pool: NONE.clone(),
+            },
+            outcome,
+        }
+    }
 }
 
 /// Labels of an error.
@@ -41,12 +75,9 @@ pub struct ErrorLabels {
 /// Labels of counted tokens.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
-    /// Decision name.
-    pub decision: String,
-    /// Model.
-    pub model: String,
-    /// Pool.
-    pub pool: String,
+    /// Decision, model and pool.
+    #[prometheus(flatten)]
+    pub route: RouteLabels,
     /// `prompt` or `completion`.
     pub kind: &'static str,
 }

@@ -8,18 +8,16 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
-use super::error::RequestError;
-use super::metrics::RouteLabels;
+use super::epp::DESTINATION_HEADER;
 use super::processor::Cached;
+use crate::routing::Labels;
 
-/// Header that carries the endpoint-picker protocol's destination (`ip:port[,ip:port…]`).
-pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
 /// Header that says whether a cached route's answer came from the cache (`hit`) or not (`miss`).
 pub const CACHE_HEADER: &str = "x-semantic-router-cache";
-/// Dynamic-metadata namespace of the endpoint-picker protocol.
-pub const DESTINATION_NAMESPACE: &str = "envoy.lb";
+/// Header that says which way the router answered: `upstream`, `cache`, `error`, `blocked`,
+/// `models`.
+pub const PATH_HEADER: &str = "x-semantic-router-path";
 
 /// A header that replaces any value the request had.
 pub fn set_header(key: &str, value: impl Into<Vec<u8>>) -> HeaderValueOption {
@@ -148,29 +146,6 @@ pub fn response_trailers() -> ProcessingResponse {
     response(Response::ResponseTrailers(TrailersResponse::default()))
 }
 
-/// The client-facing answer for a refused request: its status, an OpenAI-shaped body, and the
-/// router's path header.
-pub fn immediate(error: &RequestError) -> ProcessingResponse {
-    let path = if matches!(error, RequestError::Blocked) {
-        "blocked"
-    } else {
-        "error"
-    };
-    response(Response::ImmediateResponse(ImmediateResponse {
-        status: Some(HttpStatus {
-            code: i32::from(error.status()),
-        }),
-        headers: header_mutation(vec![
-            set_header("content-type", "application/json"),
-            set_header("x-semantic-router-path", path),
-            set_header("x-semantic-router-error", error.code()),
-        ]),
-        body: error.to_body(),
-        details: format!("semantic_router_{}", error.code()),
-        ..ImmediateResponse::default()
-    }))
-}
-
 /// The answer to a request the semantic cache answers: 200 with the cached completion (JSON,
 /// or SSE for a streamed request) and the router's decision headers.
 pub fn cached(answer: &Cached) -> ProcessingResponse {
@@ -195,14 +170,15 @@ pub fn cached(answer: &Cached) -> ProcessingResponse {
     }))
 }
 
-/// The headers that tell the client how its request was routed: decision, model, pool and
-/// the path it took (`upstream`, `cache`).
-pub fn route_headers(labels: &RouteLabels, path: &'static str) -> Vec<HeaderValueOption> {
+/// The headers that tell the backend and the client how a request was routed: decision,
+/// model, pool, reasoning mode and the path it took (`upstream`, `cache`).
+pub fn route_headers(labels: &Labels, path: &'static str) -> Vec<HeaderValueOption> {
     vec![
-        set_header("x-semantic-router-decision", labels.decision.clone()),
-        set_header("x-semantic-router-model", labels.model.clone()),
-        set_header("x-semantic-router-pool", labels.pool.clone()),
-        set_header("x-semantic-router-path", path),
+        set_header("x-semantic-router-decision", labels.decision.as_bytes()),
+        set_header("x-semantic-router-model", labels.model.as_bytes()),
+        set_header("x-semantic-router-pool", labels.pool.as_bytes()),
+        set_header("x-semantic-router-reasoning", labels.reasoning),
+        set_header(PATH_HEADER, path),
     ]
 }
 
@@ -218,7 +194,7 @@ pub fn model_list(names: &[&str]) -> ProcessingResponse {
         status: Some(HttpStatus { code: 200 }),
         headers: header_mutation(vec![
             set_header("content-type", "application/json"),
-            set_header("x-semantic-router-path", "models"),
+            set_header(PATH_HEADER, "models"),
         ]),
         body: body.into_bytes(),
         details: "semantic_router_model_list".to_owned(),
@@ -226,29 +202,8 @@ pub fn model_list(names: &[&str]) -> ProcessingResponse {
     }))
 }
 
-/// Dynamic metadata `envoy.lb: {x-gateway-destination-endpoint: list}`.
-pub fn destination_metadata(endpoints: &str) -> Struct {
-    let inner = Struct {
-        fields: [(
-            DESTINATION_HEADER.to_owned(),
-            Value {
-                kind: Some(Kind::StringValue(endpoints.to_owned())),
-            },
-        )]
-        .into(),
-    };
-    Struct {
-        fields: [(
-            DESTINATION_NAMESPACE.to_owned(),
-            Value {
-                kind: Some(Kind::StructValue(inner)),
-            },
-        )]
-        .into(),
-    }
-}
-
-fn response(response: Response) -> ProcessingResponse {
+/// A processing response carrying `response`.
+pub fn response(response: Response) -> ProcessingResponse {
     ProcessingResponse {
         response: Some(response),
         ..ProcessingResponse::default()

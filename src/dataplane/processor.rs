@@ -10,20 +10,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::api::JailbreakAction;
 use crate::cache::{Hit, Pending, Scope, SemanticCache};
 use crate::routing::{
-    ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalValues, Target, Verdict,
-    reasoning_label,
+    Labels, ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalValues, Target,
+    Verdict,
 };
 
 use super::error::RequestError;
-use super::metrics::RouteLabels;
 use super::openai::{ApiKind, InferenceRequest};
 use super::picker::{EndpointPicker, Pick, PickRequest, Unavailable};
+use super::respond::{Refusal, ShedReason};
 
 mod explain;
 pub use explain::{ExplainedSignal, ExplainedTarget, Explanation};
-
-/// The decision label of a request that named a served model itself (no route governs it).
-pub const DIRECT: &str = "direct";
 
 /// Where Envoy sends a routed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,14 +51,8 @@ impl Destination {
 pub struct Routed {
     /// The rewritten body.
     pub body: Vec<u8>,
-    /// Name of the decision (or `default`).
-    pub decision: String,
-    /// The model written into the body.
-    pub model: String,
-    /// The pool's name.
-    pub pool: String,
-    /// `off`, `on`, or the effort.
-    pub reasoning: &'static str,
+    /// Decision, model, pool and reasoning mode, as headers and metrics report them.
+    pub labels: Labels,
     /// Where it goes.
     pub destination: Destination,
     /// Whether the client asked for a stream.
@@ -84,7 +75,7 @@ pub struct Cached {
     /// Whether the body is an SSE stream.
     pub stream: bool,
     /// The decision, the model the answer is for and the pool that would have served it.
-    pub labels: RouteLabels,
+    pub labels: Labels,
     /// The cached prompt's similarity to this one.
     pub similarity: f32,
 }
@@ -98,40 +89,8 @@ pub enum Outcome {
     Routed(Box<Routed>),
     /// Answered from the semantic cache.
     Cached(Box<Cached>),
-    /// Answer the client with this error.
-    Rejected(RequestError),
-    /// Shed by policy: answer with this error and say why in `x-semantic-router-shed-reason`.
-    Shed {
-        /// What the client gets.
-        error: RequestError,
-        /// Why.
-        reason: ShedReason,
-    },
-}
-
-/// Why the router refused a request that had a route, by its endpoint-picking policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShedReason {
-    /// Every endpoint of every pool the request may go to is past its queue depth (429).
-    Saturated,
-    /// The proxy's subset hint lists no endpoint (503).
-    SubsetEmpty,
-    /// No endpoint of the pools the request may go to is in the proxy's subset hint (503).
-    OutsideSubset,
-}
-
-impl ShedReason {
-    /// The header that carries the reason.
-    pub const HEADER: &'static str = "x-semantic-router-shed-reason";
-
-    /// The header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShedReason::Saturated => "saturated",
-            ShedReason::SubsetEmpty => "subset-empty",
-            ShedReason::OutsideSubset => "outside-subset",
-        }
-    }
+    /// Answered with an error.
+    Refused(Refusal),
 }
 
 /// What the proxy tells the router about a request beyond its headers and body.
@@ -167,9 +126,20 @@ struct Decided {
     jailbreak: Option<f32>,
     flagged: bool,
     decision: Option<usize>,
-    chosen: Result<Chosen, Refusal>,
-    /// A miss to fill, when the route caches and the request is cacheable.
-    cache_fill: Option<Pending>,
+    next: Next,
+}
+
+/// What happens to a decided request.
+enum Next {
+    /// Sent to this target, filling the semantic cache with the answer when `cache_fill`.
+    Send {
+        chosen: Chosen,
+        cache_fill: Option<Pending>,
+    },
+    /// Answered from the semantic cache for `target`.
+    Answer { hit: Hit, target: Target },
+    /// Refused.
+    Refuse(Refusal),
 }
 
 /// The target a request goes to and where.
@@ -179,21 +149,12 @@ struct Chosen {
     pick: Option<Pick>,
 }
 
-/// Why a decided request is not sent on.
-enum Refusal {
-    Error(RequestError),
-    Shed(RequestError, ShedReason),
-    /// The semantic cache has the answer.
-    Answered(Hit, Target),
-}
-
-impl Refusal {
-    fn error(&self) -> Option<&RequestError> {
-        match self {
-            Refusal::Error(e) | Refusal::Shed(e, _) => Some(e),
-            Refusal::Answered(..) => None,
-        }
-    }
+/// What the semantic cache has for a request.
+enum Lookup {
+    /// An answer to serve.
+    Hit(Hit),
+    /// Nothing yet: the miss to fill once the answer comes.
+    Miss(Pending),
 }
 
 /// Whether a decision may use the semantic cache (explanations only read the policy).
@@ -243,7 +204,7 @@ impl Processor {
     pub async fn process_hinted(&self, request: RequestView<'_>, hints: &ProxyHints) -> Outcome {
         let mut parsed = match InferenceRequest::parse(request.kind, request.body) {
             Ok(parsed) => parsed,
-            Err(e) => return Outcome::Rejected(e),
+            Err(e) => return Outcome::Refused(e.into()),
         };
         let Some(decided) = self
             .decide(&parsed, request.headers, hints, UseCache::Yes)
@@ -251,64 +212,27 @@ impl Processor {
         else {
             return self.direct(parsed, request.headers, hints);
         };
-        let Chosen {
-            target,
-            destination,
-            pick,
-        } = match decided.chosen {
-            Ok(chosen) => chosen,
-            Err(Refusal::Error(e)) => return Outcome::Rejected(e),
-            Err(Refusal::Shed(error, reason)) => return Outcome::Shed { error, reason },
-            Err(Refusal::Answered(hit, target)) => {
-                let stream = parsed.stream();
-                let id = format!("chatcmpl-cache-{:016x}", rand::random::<u64>());
-                let created = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let body = if stream {
-                    hit.answer
-                        .to_sse(&id, created, parsed.stream_includes_usage())
-                } else {
-                    hit.answer.to_json(&id, created)
-                };
-                return Outcome::Cached(Box::new(Cached {
-                    body,
-                    stream,
-                    labels: RouteLabels {
-                        decision: decision_name(&decided.route, decided.decision).to_owned(),
-                        model: target.model.name.clone(),
-                        pool: target.pool.key.name.clone(),
-                    },
-                    similarity: hit.similarity,
-                }));
+        let (chosen, cache_fill) = match decided.next {
+            Next::Send { chosen, cache_fill } => (chosen, cache_fill),
+            Next::Refuse(refusal) => return Outcome::Refused(refusal),
+            Next::Answer { hit, target } => {
+                return Outcome::Cached(Box::new(cached(&parsed, hit, target)));
             }
         };
+        let target = &chosen.target;
         parsed.rewrite(
             &target.model.name,
             target.model.reasoning_family,
             &target.reasoning,
         );
-        let hide_usage = parsed.request_usage();
-        Outcome::Routed(Box::new(Routed {
-            hide_usage,
-            body: parsed.to_bytes(),
-            decision: decision_name(&decided.route, decided.decision).to_owned(),
-            model: target.model.name.clone(),
-            pool: target.pool.key.name.clone(),
-            reasoning: reasoning_label(&target.reasoning),
-            destination,
-            stream: parsed.stream(),
-            jailbreak_flagged: decided.flagged,
-            pick,
-            cache_fill: decided.cache_fill,
-        }))
+        routed(parsed, chosen, decided.flagged, cache_fill)
     }
 
     /// A request no route governs: to a pool that serves the model it names, its body as the
     /// client wrote it; a model nothing serves gets 404. Before the first table: passed on.
     fn direct(
         &self,
-        mut parsed: InferenceRequest,
+        parsed: InferenceRequest,
         headers: &HashMap<String, String>,
         hints: &ProxyHints,
     ) -> Outcome {
@@ -317,34 +241,17 @@ impl Processor {
         };
         let targets = table.direct_targets(parsed.model());
         if targets.is_empty() {
-            return Outcome::Rejected(RequestError::ModelNotFound {
-                model: parsed.model().to_owned(),
-            });
+            return Outcome::Refused(
+                RequestError::ModelNotFound {
+                    model: parsed.model().to_owned(),
+                }
+                .into(),
+            );
         }
-        let Chosen {
-            target,
-            destination,
-            pick,
-        } = match self.choose_among(targets.iter(), &parsed, headers, hints) {
-            Ok(chosen) => chosen,
-            Err(Refusal::Shed(error, reason)) => return Outcome::Shed { error, reason },
-            Err(Refusal::Error(error)) => return Outcome::Rejected(error),
-            Err(Refusal::Answered(..)) => unreachable!("choose never answers from the cache"),
-        };
-        let hide_usage = parsed.request_usage();
-        Outcome::Routed(Box::new(Routed {
-            hide_usage,
-            body: parsed.to_bytes(),
-            decision: DIRECT.to_owned(),
-            model: target.model.name.clone(),
-            pool: target.pool.key.name.clone(),
-            reasoning: "client",
-            destination,
-            stream: parsed.stream(),
-            jailbreak_flagged: false,
-            pick,
-            cache_fill: None,
-        }))
+        match self.choose_among(targets.iter(), &parsed, headers, hints) {
+            Ok(chosen) => routed(parsed, chosen, false, None),
+            Err(refusal) => Outcome::Refused(refusal),
+        }
     }
 
     /// Finds the governing route and decides; `None` when no route governs the request.
@@ -364,69 +271,60 @@ impl Processor {
         } else {
             ModelFindings::default()
         };
-        let caught = route
-            .jailbreak
-            .as_ref()
-            .zip(findings.jailbreak)
-            .filter(|(policy, score)| *score >= policy.threshold)
-            .map(|(policy, _)| policy.action);
+        let caught = route.screen(findings.jailbreak);
         let verdict = route.decide(&signals, rand::random());
-        let decision = verdict
-            .decision
-            .and_then(|d| route.decisions.iter().position(|x| std::ptr::eq(x, d)));
-        let blocked = caught == Some(JailbreakAction::Block);
-        let lookup = match use_cache {
-            UseCache::Yes if !blocked => {
-                self.cache_lookup(&route, verdict.target, parsed, &findings)
-            }
-            _ => None,
-        };
-        let mut cache_fill = None;
-        let chosen = match lookup {
-            _ if blocked => Err(Refusal::Error(RequestError::Blocked)),
-            // The cache answers for the decision's first target, before any endpoint is
-            // picked: a hit takes no endpoint's capacity and is served even when the pool is
-            // saturated.
-            Some(Ok(hit)) => Err(Refusal::Answered(hit, verdict.target.clone())),
-            Some(Err(pending)) => {
-                let chosen = self.choose_for(&verdict, parsed, headers, hints);
-                // Only an answer from the model (and reasoning mode) the scope names fills it,
-                // not one from a fallback target.
-                if chosen
-                    .as_ref()
-                    .is_ok_and(|c| cache_key_model(&c.target) == cache_key_model(verdict.target))
-                {
-                    cache_fill = Some(pending);
+        let next = if caught == Some(JailbreakAction::Block) {
+            Next::Refuse(RequestError::Blocked.into())
+        } else {
+            let lookup = match use_cache {
+                UseCache::Yes if !text.trim().is_empty() => {
+                    self.cache_lookup(&route, verdict.target, parsed, &findings)
                 }
-                chosen
+                _ => None,
+            };
+            match lookup {
+                // The cache answers for the decision's first target, before any endpoint is
+                // picked: a hit takes no endpoint's capacity and is served even when the pool
+                // is saturated.
+                Some(Lookup::Hit(hit)) => Next::Answer {
+                    hit,
+                    target: verdict.target.clone(),
+                },
+                Some(Lookup::Miss(pending)) => {
+                    self.send(&verdict, parsed, headers, hints, Some(pending))
+                }
+                None => self.send(&verdict, parsed, headers, hints, None),
             }
-            None => self.choose_for(&verdict, parsed, headers, hints),
         };
         Some(Decided {
-            cache_fill,
             jailbreak: findings.jailbreak,
             flagged: caught == Some(JailbreakAction::Flag),
+            decision: verdict.decision,
             route,
             signals,
-            decision,
-            chosen,
+            next,
         })
     }
 
-    /// The verdict's target or, failing that, its fallbacks, with endpoints picked.
-    fn choose_for(
+    /// Sends the request to the verdict's target or, failing that, its fallbacks. Only an
+    /// answer from the model (and reasoning mode) the cache scope names fills a miss, not one
+    /// from a fallback target.
+    fn send(
         &self,
         verdict: &Verdict<'_>,
         parsed: &InferenceRequest,
         headers: &HashMap<String, String>,
         hints: &ProxyHints,
-    ) -> Result<Chosen, Refusal> {
-        self.choose_among(
-            std::iter::once(verdict.target).chain(verdict.fallbacks),
-            parsed,
-            headers,
-            hints,
-        )
+        miss: Option<Pending>,
+    ) -> Next {
+        match self.choose_among(verdict.targets(), parsed, headers, hints) {
+            Ok(chosen) => {
+                let cache_fill = miss
+                    .filter(|_| cache_key_model(&chosen.target) == cache_key_model(verdict.target));
+                Next::Send { chosen, cache_fill }
+            }
+            Err(refusal) => Next::Refuse(refusal),
+        }
     }
 
     /// The first of `targets` that can take this request, with endpoints picked.
@@ -447,28 +345,25 @@ impl Processor {
         self.choose(targets, &request)
     }
 
-    /// The semantic cache's answer for a request to `target` (`Ok`), or the miss to fill
-    /// (`Err`); `None` when the route does not cache or the request cannot be cached (no
-    /// embedding of the whole prompt, or not a conversation ending in a user message).
+    /// The semantic cache's answer for a request to `target`, or the miss to fill; `None`
+    /// when the route does not cache or the request cannot be cached (no embedding of the
+    /// whole prompt, or not a conversation ending in a user message).
     fn cache_lookup(
         &self,
         route: &Route,
         target: &Target,
         parsed: &InferenceRequest,
         findings: &ModelFindings,
-    ) -> Option<Result<Hit, Pending>> {
+    ) -> Option<Lookup> {
         let cache = self.cache.as_ref()?;
         let policy = route.cache.as_ref().filter(|c| c.enabled)?;
         let embedding = findings.embedding.clone()?;
-        if parsed.prompt_text().trim().is_empty() {
-            return None;
-        }
         let context = parsed.cache_context()?;
         let scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
         Some(
             match cache.lookup(scope, &embedding, policy.similarity_threshold) {
-                Some(hit) => Ok(hit),
-                None => Err(Pending::new(
+                Some(hit) => Lookup::Hit(hit),
+                None => Lookup::Miss(Pending::new(
                     cache.clone(),
                     scope,
                     embedding,
@@ -487,7 +382,7 @@ impl Processor {
         request: &PickRequest<'_>,
     ) -> Result<Chosen, Refusal> {
         if request.subset.is_some_and(<[SocketAddr]>::is_empty) {
-            return Err(Refusal::Shed(
+            return Err(Refusal::shed(
                 RequestError::NoReadyEndpoint {
                     pool: "(none: the proxy's subset hint is empty)".to_owned(),
                 },
@@ -534,7 +429,7 @@ impl Processor {
                 .iter()
                 .map(|(pool, depth)| format!("{pool} (queue depth {depth})"))
                 .collect();
-            return Err(Refusal::Shed(
+            return Err(Refusal::shed(
                 RequestError::Overloaded {
                     reason: format!(
                         "every endpoint of pool {} is at its queue limit",
@@ -545,26 +440,59 @@ impl Processor {
             ));
         }
         if outside_subset {
-            return Err(Refusal::Shed(
+            return Err(Refusal::shed(
                 RequestError::NoReadyEndpoint { pool },
                 ShedReason::OutsideSubset,
             ));
         }
-        Err(Refusal::Error(RequestError::NoReadyEndpoint { pool }))
+        Err(RequestError::NoReadyEndpoint { pool }.into())
     }
 }
 
 /// What an answer depends on in a target: the model and its reasoning mode (not the pool).
 fn cache_key_model(target: &Target) -> String {
-    format!(
-        "{}/{}",
-        target.model.name,
-        reasoning_label(&target.reasoning)
-    )
+    format!("{}/{}", target.model.name, target.labels.reasoning)
 }
 
-fn decision_name(route: &Route, decision: Option<usize>) -> &str {
-    decision.map_or("default", |i| route.decisions[i].name.as_str())
+/// The outcome of a request sent to `chosen` with the (rewritten) `parsed` body.
+fn routed(
+    mut parsed: InferenceRequest,
+    chosen: Chosen,
+    jailbreak_flagged: bool,
+    cache_fill: Option<Pending>,
+) -> Outcome {
+    let hide_usage = parsed.request_usage();
+    Outcome::Routed(Box::new(Routed {
+        hide_usage,
+        body: parsed.to_bytes(),
+        labels: chosen.target.labels,
+        destination: chosen.destination,
+        stream: parsed.stream(),
+        jailbreak_flagged,
+        pick: chosen.pick,
+        cache_fill,
+    }))
+}
+
+/// The cached answer to `parsed`, written the way the client asked (JSON or SSE).
+fn cached(parsed: &InferenceRequest, hit: Hit, target: Target) -> Cached {
+    let stream = parsed.stream();
+    let id = format!("chatcmpl-cache-{:016x}", rand::random::<u64>());
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = if stream {
+        hit.answer
+            .to_sse(&id, created, parsed.stream_includes_usage())
+    } else {
+        hit.answer.to_json(&id, created)
+    };
+    Cached {
+        body,
+        stream,
+        labels: target.labels,
+        similarity: hit.similarity,
+    }
 }
 
 #[cfg(test)]
@@ -679,11 +607,7 @@ mod tests {
             panic!("a similar prompt is a hit")
         };
         assert_eq!(
-            (
-                hit.labels.decision.as_str(),
-                hit.labels.model.as_str(),
-                hit.labels.pool.as_str()
-            ),
+            (&*hit.labels.decision, &*hit.labels.model, &*hit.labels.pool),
             ("default", "small", "small")
         );
         assert!(!hit.stream);
@@ -742,7 +666,10 @@ mod tests {
     #[tokio::test]
     async fn jailbreak_block_answers_403() {
         match run(&processor("Block", 0.95)).await {
-            Outcome::Rejected(e) => assert_eq!((e.status(), e.code()), (403, "jailbreak_detected")),
+            Outcome::Refused(r) => assert_eq!(
+                (r.error.status(), r.error.code()),
+                (403, "jailbreak_detected")
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -812,7 +739,7 @@ mod tests {
         let (p, picker) = saturating();
         match hello(&p, None).await {
             Outcome::Routed(r) => {
-                assert_eq!(r.pool, "big");
+                assert_eq!(&*r.labels.pool, "big");
                 let pick = r.pick.expect("endpoints come with a pick");
                 assert_eq!(pick.endpoints.len(), 2);
             }
@@ -821,12 +748,17 @@ mod tests {
         queue(&picker, [10, 0, 0, 1], 2);
         queue(&picker, [10, 0, 0, 2], 7);
         match hello(&p, None).await {
-            Outcome::Routed(r) => assert_eq!(r.pool, "spare", "the fallback target has room"),
+            Outcome::Routed(r) => {
+                assert_eq!(&*r.labels.pool, "spare", "the fallback target has room")
+            }
             other => panic!("{other:?}"),
         }
         queue(&picker, [10, 0, 0, 3], 3);
         match hello(&p, None).await {
-            Outcome::Shed { error, reason } => {
+            Outcome::Refused(Refusal {
+                error,
+                shed: Some(reason),
+            }) => {
                 assert_eq!(reason, ShedReason::Saturated);
                 assert_eq!((error.status(), error.code()), (429, "overloaded"));
                 let message = error.to_string();
@@ -843,7 +775,7 @@ mod tests {
         let spare = SocketAddr::from(([10, 0, 0, 3], 8000));
         match hello(&p, Some(vec![spare])).await {
             Outcome::Routed(r) => {
-                assert_eq!(r.pool, "spare");
+                assert_eq!(&*r.labels.pool, "spare");
                 assert_eq!(r.destination, Destination::Endpoints(vec![spare]));
             }
             other => panic!("{other:?}"),
@@ -856,7 +788,10 @@ mod tests {
             ),
         ] {
             match hello(&p, Some(subset)).await {
-                Outcome::Shed { error, reason } => {
+                Outcome::Refused(Refusal {
+                    error,
+                    shed: Some(reason),
+                }) => {
                     assert_eq!(reason, expected);
                     assert_eq!(error.status(), 503);
                 }
@@ -892,7 +827,10 @@ mod tests {
         match run(&processor("Block", 0.5)).await {
             Outcome::Routed(r) => {
                 assert!(!r.jailbreak_flagged);
-                assert_eq!(r.decision, "m", "the example signal from the model decided");
+                assert_eq!(
+                    &*r.labels.decision, "m",
+                    "the example signal from the model decided"
+                );
             }
             other => panic!("{other:?}"),
         }

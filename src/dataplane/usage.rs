@@ -12,6 +12,8 @@
 
 use serde::Deserialize;
 
+use crate::stream::{SseLines, contains};
+
 /// Tokens one request consumed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Usage {
@@ -71,147 +73,60 @@ pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
 }
 
 /// Finds usage in an SSE response stream as its chunks pass, without changing or holding
-/// them.
+/// them: [`SseLines`] reads the lines, and each `data:` line is read on its own (servers put
+/// each JSON event on one line); `data: [DONE]`, comments and other fields are skipped.
 ///
 /// Feed every body chunk in order with [`feed`](Self::feed), call
-/// [`finish`](Self::finish) at end of stream, then read [`usage`](Self::usage). Events may
-/// be split across chunks at any byte; lines may end in LF, CRLF or CR. Each `data:` line is
-/// read on its own (servers put each JSON event on one line); `data: [DONE]`, comments and
-/// other fields are skipped.
-///
-/// Memory is bounded: only the current unfinished line is kept, up to a cap (64 KiB by
-/// default). A longer line is skipped, not buffered, however it was chunked; usage chunks
-/// are small, so nothing of interest is lost.
-#[derive(Clone, Debug)]
+/// [`finish`](Self::finish) at end of stream, then read [`usage`](Self::usage). A line longer
+/// than the cap (64 KiB by default) is skipped; usage chunks are small, so nothing of interest
+/// is lost.
+#[derive(Clone, Debug, Default)]
 pub struct SseUsageScanner {
-    /// The current line so far, when it started in an earlier chunk.
-    partial: Vec<u8>,
-    /// The current line outgrew the cap: drop bytes until its end.
-    skipping: bool,
-    /// The last chunk ended in CR; an LF opening the next chunk ends no second line.
-    after_cr: bool,
-    max_line: usize,
+    lines: SseLines,
     usage: Option<Usage>,
 }
 
-impl Default for SseUsageScanner {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl SseUsageScanner {
-    /// The default cap on one buffered line.
-    pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-
     /// A scanner with the default line cap.
     pub fn new() -> Self {
-        Self::with_max_line(Self::DEFAULT_MAX_LINE)
+        Self::default()
     }
 
     /// A scanner that skips lines longer than `max_line` bytes.
     pub fn with_max_line(max_line: usize) -> Self {
         Self {
-            partial: Vec::new(),
-            skipping: false,
-            after_cr: false,
-            max_line,
+            lines: SseLines::new(max_line),
             usage: None,
         }
     }
 
     /// Read the next chunk of the response body.
-    pub fn feed(&mut self, mut chunk: &[u8]) {
-        if self.after_cr && !chunk.is_empty() {
-            self.after_cr = false;
-            if chunk[0] == b'\n' {
-                chunk = &chunk[1..];
-            }
-        }
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.end_line(&chunk[..end]);
-            let was_cr = chunk[end] == b'\r';
-            chunk = &chunk[end + 1..];
-            if was_cr {
-                match chunk.first() {
-                    Some(b'\n') => chunk = &chunk[1..],
-                    Some(_) => {}
-                    None => self.after_cr = true,
-                }
-            }
-        }
-        self.push_partial(chunk);
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let usage = &mut self.usage;
+        self.lines.feed(chunk, &mut |data| note_usage(data, usage));
     }
 
     /// The stream ended: read a last line that had no line ending.
     pub fn finish(&mut self) {
-        self.end_line(&[]);
-        self.after_cr = false;
+        let usage = &mut self.usage;
+        self.lines.finish(&mut |data| note_usage(data, usage));
     }
 
     /// The last usage the stream reported, if any.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
-
-    fn push_partial(&mut self, bytes: &[u8]) {
-        if self.skipping || bytes.is_empty() {
-            return;
-        }
-        if self.partial.len() + bytes.len() > self.max_line {
-            self.skipping = true;
-            self.partial = Vec::new();
-        } else {
-            self.partial.extend_from_slice(bytes);
-        }
-    }
-
-    /// A line ended; `tail` is its part in the current chunk.
-    fn end_line(&mut self, tail: &[u8]) {
-        if self.skipping {
-            self.skipping = false;
-            return;
-        }
-        let found = if self.partial.len() + tail.len() > self.max_line {
-            // Over the cap even when it arrived whole, so chunking never changes the result.
-            None
-        } else if self.partial.is_empty() {
-            // The whole line is in this chunk: read it in place.
-            data_line_usage(tail)
-        } else {
-            self.partial.extend_from_slice(tail);
-            data_line_usage(&self.partial)
-        };
-        self.partial.clear();
-        if found.is_some() {
-            self.usage = found;
-        }
-    }
 }
 
-/// The payload of an SSE `data:` line (one optional space after the colon dropped).
-pub(crate) fn sse_data(line: &[u8]) -> Option<&[u8]> {
-    let data = line.strip_prefix(b"data:")?;
-    Some(data.strip_prefix(b" ").unwrap_or(data))
-}
-
-/// Usage carried by one SSE line, if it is a `data:` line with a usage object.
-fn data_line_usage(line: &[u8]) -> Option<Usage> {
-    let data = sse_data(line)?;
+/// Keeps the usage an SSE `data:` payload carries, if it carries one.
+pub fn note_usage(data: &[u8], usage: &mut Option<Usage>) {
     // Cheap filter before parsing: most chunks are tokens, and `[DONE]` is not JSON.
-    if data.first() != Some(&b'{') || !contains(data, b"\"usage\"") {
-        return None;
+    if data.first() == Some(&b'{')
+        && contains(data, b"\"usage\"")
+        && let Some(found) = usage_from_json(data)
+    {
+        *usage = Some(found);
     }
-    usage_from_json(data)
-}
-
-/// Where `needle` first occurs in `haystack`.
-pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
 }
 
 #[cfg(test)]
@@ -334,7 +249,7 @@ mod tests {
         // Fed in small pieces: the partial buffer never exceeds the cap.
         for piece in long.as_bytes().chunks(10) {
             s.feed(piece);
-            assert!(s.partial.len() <= 64);
+            assert!(s.lines.buffered() <= 64);
         }
         s.feed(b"\n\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n");
         assert_eq!(s.usage(), Some(usage(1, 1)));
@@ -342,7 +257,7 @@ mod tests {
         let mut s = SseUsageScanner::with_max_line(64);
         s.feed(format!("{long}\n").as_bytes());
         assert_eq!(s.usage(), None);
-        assert_eq!(s.partial.capacity(), 0);
+        assert_eq!(s.lines.buffered(), 0);
     }
 
     #[test]
@@ -405,7 +320,7 @@ mod tests {
             let mut s = SseUsageScanner::with_max_line(32);
             for c in &chunks {
                 s.feed(c);
-                prop_assert!(s.partial.len() <= 32);
+                prop_assert!(s.lines.buffered() <= 32);
             }
             s.finish();
             let _ = s.usage();

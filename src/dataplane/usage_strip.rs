@@ -12,7 +12,7 @@
 
 use serde::Deserialize;
 
-use super::usage::{contains, find, sse_data};
+use crate::stream::{contains, find, sse_data};
 
 /// Longest event held back while waiting for its end.
 pub const MAX_EVENT: usize = 64 * 1024;

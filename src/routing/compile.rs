@@ -10,8 +10,10 @@ use std::sync::Arc;
 use crate::api::{self, ModelPool, SemanticRoute};
 
 use super::diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
+use super::keywords::KeywordSet;
 use super::table::{
-    Condition, Decision, Model, Pool, PoolBackend, Route, RoutingTable, Signal, SignalKind, Target,
+    Condition, DEFAULT_DECISION, DIRECT, Decision, Model, Pool, PoolBackend, Route, RoutingTable,
+    Signal, SignalKind, Target,
 };
 
 /// Namespace of a resource that names none.
@@ -116,11 +118,13 @@ pub fn compile(resources: &Resources) -> Compiled {
         }
     }
 
+    let direct = direct_targets(&pools);
     Compiled {
         table: RoutingTable {
             generation: 0,
             pools,
             routes,
+            direct,
         },
         diagnostics: out.0,
     }
@@ -320,7 +324,7 @@ fn compile_route(
         let mut targets = Vec::new();
         let mut total_weight = 0u64;
         for wt in decision.targets.iter().filter(|t| t.weight > 0) {
-            if let Some(target) = resolve(&wt.target, &key, pools, out) {
+            if let Some(target) = resolve(&wt.target, &decision.name, &key, pools, out) {
                 total_weight += u64::from(wt.weight);
                 targets.push((target, total_weight));
             }
@@ -328,7 +332,7 @@ fn compile_route(
         let fallbacks = decision
             .fallback_targets
             .iter()
-            .filter_map(|t| resolve(t, &key, pools, out))
+            .filter_map(|t| resolve(t, &decision.name, &key, pools, out))
             .collect();
         if targets.is_empty() {
             err(
@@ -356,7 +360,8 @@ fn compile_route(
     }
     report_unreachable(&decisions, &key, out);
 
-    let Some(default_target) = resolve(&spec.default_target, &key, pools, out) else {
+    let Some(default_target) = resolve(&spec.default_target, DEFAULT_DECISION, &key, pools, out)
+    else {
         err(
             out,
             ConditionType::Accepted,
@@ -411,17 +416,13 @@ fn compile_signals(signals: &api::Signals) -> Vec<Signal> {
     let keywords = signals.keywords.iter().map(|k| Signal {
         name: k.name.clone(),
         kind: SignalKind::Keywords {
-            keywords: k
-                .keywords
-                .iter()
-                .map(|w| {
-                    if k.case_sensitive {
-                        w.clone()
-                    } else {
-                        w.to_lowercase()
-                    }
-                })
-                .collect(),
+            keywords: KeywordSet::new(k.keywords.iter().map(|w| {
+                if k.case_sensitive {
+                    w.clone()
+                } else {
+                    w.to_lowercase()
+                }
+            })),
             operator: k.operator,
             case_sensitive: k.case_sensitive,
         },
@@ -475,8 +476,29 @@ fn compile_when(when: &api::When, signals: &[Signal]) -> Result<Condition, Strin
     })
 }
 
+/// Every pool taking direct requests, by the models it serves, in pool order.
+fn direct_targets(pools: &BTreeMap<ObjectKey, Arc<Pool>>) -> BTreeMap<String, Vec<Target>> {
+    let mut direct: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for pool in pools.values().filter(|p| p.direct_requests) {
+        for model in pool.models.values() {
+            let mut target = Target::new(
+                pool.clone(),
+                model.clone(),
+                api::Reasoning::default(),
+                DIRECT,
+            );
+            // The body's reasoning fields are the client's own.
+            target.labels.reasoning = "client";
+            direct.entry(model.name.clone()).or_default().push(target);
+        }
+    }
+    direct
+}
+
+/// The target a route names, for the decision named `decision`, if its pool and model exist.
 fn resolve(
     target: &api::Target,
+    decision: &str,
     route: &ObjectKey,
     pools: &BTreeMap<ObjectKey, Arc<Pool>>,
     out: &mut Diagnostics,
@@ -514,11 +536,12 @@ fn resolve(
         );
         return None;
     };
-    Some(Target {
-        pool: pool.clone(),
-        model: model.clone(),
-        reasoning: target.reasoning.clone(),
-    })
+    Some(Target::new(
+        pool.clone(),
+        model.clone(),
+        target.reasoning.clone(),
+        decision,
+    ))
 }
 
 /// Warns about signals the router's models cannot compute (decisions that read them never

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::api::{KeywordOperator, Reasoning};
+use crate::api::JailbreakAction;
 
-use super::table::{Condition, Decision, Route, RoutingTable, SignalId, SignalKind, Target};
+use super::table::{
+    Condition, DEFAULT_DECISION, Decision, Route, RoutingTable, SignalId, SignalKind, Target,
+};
 
 /// Request headers by lower-case name.
 pub trait Headers {
@@ -64,8 +66,9 @@ impl SignalValues {
 /// Where a request goes and why.
 #[derive(Debug)]
 pub struct Verdict<'a> {
-    /// The decision that matched; `None` when the default target applies.
-    pub decision: Option<&'a Decision>,
+    /// Index in [`Route::decisions`] of the decision that matched; `None` when the default
+    /// target applies.
+    pub decision: Option<usize>,
     /// The chosen target.
     pub target: &'a Target,
     /// Targets to try, in order, when the chosen one has no ready endpoint.
@@ -75,7 +78,12 @@ pub struct Verdict<'a> {
 impl Verdict<'_> {
     /// The decision's name, or `default`.
     pub fn decision_name(&self) -> &str {
-        self.decision.map_or("default", |d| d.name.as_str())
+        &self.target.labels.decision
+    }
+
+    /// The target, then its fallbacks: the order a request tries them in.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        std::iter::once(self.target).chain(self.fallbacks)
     }
 }
 
@@ -88,18 +96,8 @@ impl RoutingTable {
     /// Where a request that names `model` itself goes when no route governs it: every pool
     /// that serves the model and takes direct requests, in table order (the first that can
     /// take the request serves it). The body's reasoning fields are the client's own.
-    pub fn direct_targets(&self, model: &str) -> Vec<Target> {
-        self.pools
-            .values()
-            .filter(|p| p.direct_requests)
-            .filter_map(|pool| {
-                Some(Target {
-                    model: pool.models.get(model)?.clone(),
-                    pool: pool.clone(),
-                    reasoning: Reasoning::default(),
-                })
-            })
-            .collect()
+    pub fn direct_targets(&self, model: &str) -> &[Target] {
+        self.direct.get(model).map_or(&[], Vec::as_slice)
     }
 
     /// Every model name a client may ask for through the router: the aliases routes govern and
@@ -133,6 +131,18 @@ impl Route {
             })
     }
 
+    /// What the route's jailbreak policy does with a prompt scored `score`: `None` without a
+    /// policy, without a score, or below the threshold.
+    pub fn screen(&self, score: Option<f32>) -> Option<JailbreakAction> {
+        let policy = self.jailbreak.as_ref()?;
+        (score? >= policy.threshold).then_some(policy.action)
+    }
+
+    /// The name of decision `index` of this route, or `default`.
+    pub fn decision_name(&self, index: Option<usize>) -> &str {
+        index.map_or(DEFAULT_DECISION, |i| self.decisions[i].name.as_str())
+    }
+
     /// Computes the needed signals that take no model: keywords over `prompt`, and headers.
     pub fn evaluate_rule_signals(&self, prompt: &str, headers: &impl Headers) -> SignalValues {
         let mut values = SignalValues(vec![None; self.signals.len()]);
@@ -149,12 +159,7 @@ impl Route {
                     } else {
                         lowered.get_or_insert_with(|| prompt.to_lowercase())
                     };
-                    let found = |k: &String| contains_word(text, k);
-                    let matched = match operator {
-                        KeywordOperator::Any => keywords.iter().any(found),
-                        KeywordOperator::All => keywords.iter().all(found),
-                    };
-                    SignalValue::flag(matched)
+                    SignalValue::flag(keywords.holds(text, *operator))
                 }
                 SignalKind::Header { name, values } => {
                     let matched = headers
@@ -173,10 +178,10 @@ impl Route {
     /// decision that reads an unavailable signal does not match. `draw` is a uniformly random
     /// number that picks among weighted targets.
     pub fn decide(&self, signals: &SignalValues, draw: u64) -> Verdict<'_> {
-        for decision in &self.decisions {
+        for (index, decision) in self.decisions.iter().enumerate() {
             if holds(&decision.when, signals) == Some(true) {
                 return Verdict {
-                    decision: Some(decision),
+                    decision: Some(index),
                     target: pick_weighted(decision, draw),
                     fallbacks: &decision.fallbacks,
                 };
@@ -242,19 +247,6 @@ fn pick_weighted(decision: &Decision, draw: u64) -> &Target {
         .or(decision.targets.last())
         .map(|(t, _)| t)
         .expect("compiler keeps only decisions with at least one target")
-}
-
-/// Whether `needle` occurs in `text` on word boundaries (so `sql` does not match `mysql`).
-pub fn contains_word(text: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return false;
-    }
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    text.match_indices(needle).any(|(start, _)| {
-        let before = text[..start].chars().next_back();
-        let after = text[start + needle.len()..].chars().next();
-        !before.is_some_and(is_word) && !after.is_some_and(is_word)
-    })
 }
 
 /// What the models found beyond named signals.

@@ -6,17 +6,18 @@
 mod compile;
 mod diagnostics;
 mod engine;
+mod keywords;
 mod table;
 
 pub use compile::{Compiled, DEFAULT_NAMESPACE, ModelCapabilities, Resources, compile, object_key};
 pub use diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
 pub use engine::{
-    Headers, ModelFindings, ModelSignals, NoModels, SignalValue, SignalValues, Verdict,
-    contains_word, holds,
+    Headers, ModelFindings, ModelSignals, NoModels, SignalValue, SignalValues, Verdict, holds,
 };
+pub use keywords::{KeywordSet, contains_word};
 pub use table::{
-    Condition, Decision, Model, Pool, PoolBackend, Route, RoutingTable, SharedTable, Signal,
-    SignalId, SignalKind, Target, reasoning_label,
+    Condition, DEFAULT_DECISION, DIRECT, Decision, Labels, Model, Pool, PoolBackend, Route,
+    RoutingTable, SharedTable, Signal, SignalId, SignalKind, Target, reasoning_label,
 };
 
 #[cfg(test)]

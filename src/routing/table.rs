@@ -14,6 +14,7 @@ use crate::api::{
 };
 
 use super::ObjectKey;
+use super::keywords::KeywordSet;
 
 /// Everything the data plane needs to route, compiled from the resources it was built from.
 #[derive(Debug, Default)]
@@ -24,6 +25,9 @@ pub struct RoutingTable {
     pub pools: BTreeMap<ObjectKey, Arc<Pool>>,
     /// Routes in precedence order: the first that matches a request governs it.
     pub routes: Vec<Arc<Route>>,
+    /// Where a request that names a served model itself goes when no route governs it: by
+    /// model, every pool that serves it and takes direct requests, in pool order.
+    pub direct: BTreeMap<String, Vec<Target>>,
 }
 
 /// A compiled `ModelPool`.
@@ -159,8 +163,8 @@ pub struct Signal {
 pub enum SignalKind {
     /// Keywords in the prompt (already lower-cased unless case-sensitive).
     Keywords {
-        /// Words or phrases.
-        keywords: Vec<String>,
+        /// Words or phrases, compiled for one scan of the prompt.
+        keywords: KeywordSet,
         /// Any or all.
         operator: KeywordOperator,
         /// Match case exactly.
@@ -239,6 +243,11 @@ impl Condition {
     }
 }
 
+/// The decision label of a request that named a served model itself (no route governs it).
+pub const DIRECT: &str = "direct";
+/// The decision label of a request no decision matched (the route's default target).
+pub const DEFAULT_DECISION: &str = "default";
+
 /// A resolved target: a model in a pool, with a reasoning mode.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -248,6 +257,40 @@ pub struct Target {
     pub model: Model,
     /// Reasoning mode to write.
     pub reasoning: Reasoning,
+    /// What a request sent here is reported as, built with the table.
+    pub labels: Labels,
+}
+
+impl Target {
+    /// The target of `model` in `pool` for the decision named `decision`.
+    pub fn new(pool: Arc<Pool>, model: Model, reasoning: Reasoning, decision: &str) -> Self {
+        let labels = Labels {
+            decision: Arc::from(decision),
+            model: Arc::from(model.name.as_str()),
+            pool: Arc::from(pool.key.name.as_str()),
+            reasoning: reasoning_label(&reasoning),
+        };
+        Self {
+            pool,
+            model,
+            reasoning,
+            labels,
+        }
+    }
+}
+
+/// The names a request to a target is reported under, in headers and metrics: built once per
+/// table, so a routed request copies reference counts, not strings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Labels {
+    /// The decision's name, [`DEFAULT_DECISION`] or [`DIRECT`].
+    pub decision: Arc<str>,
+    /// The model written into the body.
+    pub model: Arc<str>,
+    /// The pool's name.
+    pub pool: Arc<str>,
+    /// The reasoning mode ([`reasoning_label`]).
+    pub reasoning: &'static str,
 }
 
 impl PartialEq for Target {

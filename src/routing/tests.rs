@@ -583,7 +583,7 @@ defaultTarget: {pool: small, model: small}"#,
         let signals = SignalValues(values.iter().map(|v| v.map(SignalValue::flag)).collect());
         let verdict = route.decide(&signals, draw);
         let expected = route.decisions.iter().find(|d| holds(&d.when, &signals) == Some(true));
-        prop_assert_eq!(verdict.decision.map(|d| &d.name), expected.map(|d| &d.name));
+        prop_assert_eq!(verdict.decision.map(|i| &route.decisions[i].name), expected.map(|d| &d.name));
         let again = route.decide(&signals, draw);
         prop_assert_eq!(verdict.target, again.target);
     }

@@ -4,10 +4,10 @@
 
 use serde::Serialize;
 
-use super::{Chosen, Destination, Processor, ProxyHints, RequestView, UseCache, decision_name};
+use super::{Chosen, Destination, Next, Processor, ProxyHints, RequestView, UseCache};
 use crate::dataplane::error::RequestError;
 use crate::dataplane::openai::InferenceRequest;
-use crate::routing::{Route, SignalKind, reasoning_label};
+use crate::routing::{Route, SignalKind};
 
 /// Everything behind a decision, for `explain` and debugging.
 #[derive(Debug, Serialize)]
@@ -85,7 +85,7 @@ impl Processor {
         let route = &decided.route;
         explanation.route = Some(route.key.to_string());
         explanation.jailbreak = decided.jailbreak;
-        explanation.decision = Some(decision_name(route, decided.decision).to_owned());
+        explanation.decision = Some(route.decision_name(decided.decision).to_owned());
         explanation.rule = decided.decision.map(|i| describe_rule(route, i));
         explanation.signals = route
             .signals
@@ -106,16 +106,20 @@ impl Processor {
                 }
             })
             .collect();
-        match decided.chosen {
-            Ok(Chosen {
-                target,
-                destination,
+        match decided.next {
+            Next::Send {
+                chosen:
+                    Chosen {
+                        target,
+                        destination,
+                        ..
+                    },
                 ..
-            }) => {
+            } => {
                 explanation.target = Some(ExplainedTarget {
                     pool: target.pool.key.name.clone(),
                     model: target.model.name.clone(),
-                    reasoning: reasoning_label(&target.reasoning),
+                    reasoning: target.labels.reasoning,
                     destination: Some(match destination {
                         Destination::Endpoints(_) => {
                             destination.endpoint_list().unwrap_or_default()
@@ -124,9 +128,11 @@ impl Processor {
                     }),
                 })
             }
-            Err(refusal) => {
-                explanation.blocked = matches!(refusal.error(), Some(RequestError::Blocked));
-                explanation.error = refusal.error().map(ToString::to_string);
+            // Explanations never read the cache.
+            Next::Answer { .. } => {}
+            Next::Refuse(refusal) => {
+                explanation.blocked = refusal.error == RequestError::Blocked;
+                explanation.error = Some(refusal.error.to_string());
             }
         }
         Ok(explanation)
