@@ -51,6 +51,8 @@ pub struct Config {
 #[derive(Default)]
 pub struct Measured {
     pub open: Samples,
+    /// The open loop at the low rate.
+    pub low: Samples,
     pub closed: Samples,
     pub closed_rps: f64,
     pub envoy_us: Option<f64>,
@@ -71,12 +73,18 @@ pub struct Stat {
     pub closed_p99: f64,
     pub envoy_us: Option<f64>,
     pub extproc_us: Option<f64>,
+    /// The open loop at the low rate.
+    pub low_p50: f64,
+    pub low_p90: f64,
+    pub low_p99: f64,
+    pub low_failed: usize,
 }
 
 impl Stat {
     pub fn of(m: &Measured) -> Self {
         let open = Dist::new(m.open.ns.clone());
         let closed = Dist::new(m.closed.ns.clone());
+        let low = Dist::new(m.low.ns.clone());
         Self {
             p50: open.ms(0.50),
             p90: open.ms(0.90),
@@ -88,6 +96,10 @@ impl Stat {
             closed_p99: closed.ms(0.99),
             envoy_us: m.envoy_us,
             extproc_us: m.extproc_us,
+            low_p50: low.ms(0.50),
+            low_p90: low.ms(0.90),
+            low_p99: low.ms(0.99),
+            low_failed: m.low.errors + m.low.dropped,
         }
     }
 }
@@ -158,6 +170,16 @@ pub fn measure(
         settings.open_conns,
     ));
 
+    // The same open loop at a rate one replica more often sees, where idle wake-ups dominate.
+    std::thread::sleep(Duration::from_millis(200));
+    let low = client.block_on(open_loop(
+        config.addr,
+        config.request.clone(),
+        settings.low_rate,
+        settings.low_secs,
+        settings.open_conns,
+    ));
+
     std::thread::sleep(Duration::from_millis(200));
     let cpu_before = (config.envoy_cpu.read(), config.extproc_cpu.read());
     let (closed, took) = client.block_on(closed_loop(
@@ -178,6 +200,7 @@ pub fn measure(
         extproc_us: per_request(cpu_before.1, cpu_after.1),
         closed_rps: done as f64 / took.as_secs_f64(),
         open,
+        low,
         closed,
     })
 }

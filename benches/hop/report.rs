@@ -15,20 +15,34 @@ fn fmt_opt(v: Option<f64>, width: usize) -> String {
     }
 }
 
-pub fn loadavg() -> String {
+fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
 
-pub fn print_round_header() {
+/// A round's title, and the names of the columns `print_measured` fills.
+pub fn print_round_header(round: usize, settings: &Settings) {
+    println!();
+    println!("round {} (load average {})", round + 1, loadavg());
     println!(
-        "  {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} | {:>11} {:>12}",
+        "  {:<24} {:-^43} | {:-^25} | {:-^27} | {:-^26}",
+        "",
+        format!(" open loop at {} req/s ", settings.rate),
+        format!(" at {} req/s ", settings.low_rate),
+        " closed loop ",
+        " CPU "
+    );
+    println!(
+        "  {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} | {:>12} {:>13}",
         "configuration",
         "p50 ms",
         "p90 ms",
         "p99 ms",
         "max ms",
+        "errors",
+        "p50 ms",
+        "p99 ms",
         "errors",
         "req/s",
         "p50 ms",
@@ -38,22 +52,30 @@ pub fn print_round_header() {
     );
 }
 
+/// One configuration's row in a round, and its failures if any.
 pub fn print_measured(kind: Kind, stat: &Stat, m: &Measured) {
     println!(
-        "  {:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} | {:>9.0} {:>8.3} {:>8.3} | {} {}",
+        "  {:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} | {:>8.3} {:>8.3} {:>7} | {:>9.0} {:>8.3} {:>8.3} | {} {}",
         kind.label(),
         stat.p50,
         stat.p90,
         stat.p99,
         stat.max,
         stat.failed,
+        stat.low_p50,
+        stat.low_p99,
+        stat.low_failed,
         stat.rps,
         stat.closed_p50,
         stat.closed_p99,
         fmt_opt(stat.envoy_us, 12),
         fmt_opt(stat.extproc_us, 13),
     );
-    for (phase, s) in [("open loop", &m.open), ("closed loop", &m.closed)] {
+    for (phase, s) in [
+        ("open loop", &m.open),
+        ("low-rate open loop", &m.low),
+        ("closed loop", &m.closed),
+    ] {
         if s.errors + s.dropped > 0 {
             println!(
                 "    ! {phase}: {} failed, {} not sent in time (first failure: {})",
@@ -101,6 +123,10 @@ pub fn preamble(settings: &Settings, envoy_version: &str, router_bin: &Path, bod
     println!(
         "  open loop: {} req/s for {} s over {} connections, latency from the intended send time",
         settings.rate, settings.secs, settings.open_conns
+    );
+    println!(
+        "  low-rate open loop: {} req/s for {} s over the same connections, timed the same way",
+        settings.low_rate, settings.low_secs
     );
     println!(
         "  closed loop: {} connections, {} requests; CPU per request from /proc schedstat",
@@ -171,16 +197,60 @@ pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
         }
     }
 
+    println!();
+    println!(
+        "medians at {} req/s (open loop, {} s a round)",
+        settings.low_rate, settings.low_secs
+    );
+    println!(
+        "  {:<24} {:>8} {:>8} {:>8} | {:>17} {:>17}",
+        "configuration", "p50 ms", "p90 ms", "p99 ms", "+p50/+p99 direct", "+p50/+p99 envoy"
+    );
+    let low_added = |kind: Kind, base: Kind| {
+        (
+            med(kind, |s| s.low_p50) - med(base, |s| s.low_p50),
+            med(kind, |s| s.low_p99) - med(base, |s| s.low_p99),
+        )
+    };
+    for kind in Kind::ALL {
+        let show = |base: Kind| {
+            let (p50, p99) = low_added(kind, base);
+            format!("{p50:.3}/{p99:.3}")
+        };
+        println!(
+            "  {:<24} {:>8.3} {:>8.3} {:>8.3} | {:>17} {:>17}",
+            kind.label(),
+            med(kind, |s| s.low_p50),
+            med(kind, |s| s.low_p90),
+            med(kind, |s| s.low_p99),
+            if kind == Kind::Direct {
+                "-".into()
+            } else {
+                show(Kind::Direct)
+            },
+            if matches!(kind, Kind::Direct | Kind::EnvoyAlone) {
+                "-".into()
+            } else {
+                show(Kind::EnvoyAlone)
+            },
+        );
+        let failed: usize = stats[kind.index()].iter().map(|s| s.low_failed).sum();
+        if failed > 0 {
+            println!("    ! {failed} low-rate requests failed or were not sent");
+        }
+    }
+
     // Each round's own ratios, to show how far the noise moves them.
-    let per_round = |f: &dyn Fn(&Stat, &Stat, &Stat) -> f64| {
+    let per_round = |f: &dyn Fn(&Stat, &Stat, &Stat, &Stat) -> f64| {
         (0..settings.rounds)
             .map(|r| {
-                let (alone, floor, router) = (
+                let (direct, alone, floor, router) = (
+                    &stats[Kind::Direct.index()][r],
                     &stats[Kind::EnvoyAlone.index()][r],
                     &stats[Kind::Floor.index()][r],
                     &stats[Kind::Router.index()][r],
                 );
-                format!("{:.2}", f(alone, floor, router))
+                format!("{:.2}", f(direct, alone, floor, router))
             })
             .collect::<Vec<_>>()
             .join(" ")
@@ -212,9 +282,26 @@ pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
     );
     println!(
         "  per round, router/floor: added p50 {}; added p99 {}; throughput {}",
-        per_round(&|a, f, r| (r.p50 - a.p50) / (f.p50 - a.p50)),
-        per_round(&|a, f, r| (r.p99 - a.p99) / (f.p99 - a.p99)),
-        per_round(&|_, f, r| r.rps / f.rps),
+        per_round(&|_, a, f, r| (r.p50 - a.p50) / (f.p50 - a.p50)),
+        per_round(&|_, a, f, r| (r.p99 - a.p99) / (f.p99 - a.p99)),
+        per_round(&|_, _, f, r| r.rps / f.rps),
+    );
+    let (router_low_p50, router_low_p99) = low_added(Kind::Router, Kind::Direct);
+    let (floor_low_p50, floor_low_p99) = low_added(Kind::Floor, Kind::Direct);
+    println!(
+        "  at {} req/s, added p50 over backend direct: router {router_low_p50:.3} ms, floor {floor_low_p50:.3} ms -> {}",
+        settings.low_rate,
+        latency_verdict(router_low_p50, floor_low_p50, 1.3)
+    );
+    println!(
+        "  at {} req/s, added p99 over backend direct: router {router_low_p99:.3} ms, floor {floor_low_p99:.3} ms ({:.2}x; no target)",
+        settings.low_rate,
+        router_low_p99 / floor_low_p99
+    );
+    println!(
+        "  per round, router/floor at {} req/s: added p50 {}",
+        settings.low_rate,
+        per_round(&|d, _, f, r| (r.low_p50 - d.low_p50) / (f.low_p50 - d.low_p50)),
     );
     println!(
         "  the router sustains {router_rps:.0} req/s over {} connections on this machine \
