@@ -9,7 +9,10 @@
 //!    answer until the body ends, parses the JSON body, sets `model`, reserialises, answers
 //!    headers with content-length + destination + clear_route_cache and the body streamed),
 //! 4. Envoy + the real router (`target/release/semantic-router run` on a rules-only policy:
-//!    keyword and header signals, three decisions).
+//!    keyword and header signals, three decisions),
+//! 5. with `HOP_BASELINE_BIN` set, Envoy + that binary on the same policy: another build (the
+//!    commit before a change), measured in every round like the others, so before and after
+//!    come from one run under the same load; the router-vs-baseline ratios are printed too.
 //!
 //! Each round runs every configuration (every other round in reverse order, so drift on a
 //! shared machine does not favour one): a warm-up, an open-loop phase at a fixed rate whose
@@ -24,8 +27,8 @@
 //! Knobs (environment): `HOP_RATE` (req/s, 1000), `HOP_SECS` (open-loop seconds, 5),
 //! `HOP_LOW_RATE` (req/s, 50), `HOP_LOW_SECS` (6), `HOP_OPEN_CONNS` (32), `HOP_CONNS`
 //! (closed-loop connections, 16), `HOP_REQUESTS` (closed-loop requests, 5000), `HOP_ROUNDS` (3),
-//! `HOP_WARMUP` (requests, 1000), `HOP_ROUTER_BIN` (another router binary, to compare builds),
-//! `ENVOY_BIN`.
+//! `HOP_WARMUP` (requests, 1000), `HOP_ROUTER_BIN` (the router binary measured),
+//! `HOP_BASELINE_BIN` (a second router binary measured beside it), `ENVOY_BIN`.
 //!
 //! The load generator is a minimal keep-alive HTTP/1.1 client on one thread, so it takes as
 //! little of the two cores from Envoy and the processors as it can.
@@ -50,7 +53,7 @@ mod router;
 mod workload;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -119,6 +122,14 @@ fn main() {
         );
         std::process::exit(1);
     }
+    let baseline_bin = std::env::var_os("HOP_BASELINE_BIN").map(PathBuf::from);
+    if let Some(bin) = baseline_bin.as_ref().filter(|bin| !bin.is_file()) {
+        eprintln!(
+            "hop: HOP_BASELINE_BIN={} is not a file (a router binary built from another commit)",
+            bin.display()
+        );
+        std::process::exit(1);
+    }
     let envoy_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
     if std::env::var_os("ENVOY_BIN").is_none() && !envoy_bin.is_file() {
         eprintln!(
@@ -128,14 +139,15 @@ fn main() {
         std::process::exit(1);
     }
     // Everything started lives inside `run` and is stopped (by pid) when it returns.
-    if let Err(e) = run(&settings, &router_bin) {
+    if let Err(e) = run(&settings, &router_bin, baseline_bin.as_deref()) {
         eprintln!("hop: {e}");
         std::process::exit(1);
     }
 }
 
-/// Starts the backend, the floor, the router and three Envoys, measures, prints.
-fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
+/// Starts the backend, the floor, the router (and the baseline) and an Envoy for each
+/// configuration, measures, prints.
+fn run(settings: &Settings, router_bin: &Path, baseline_bin: Option<&Path>) -> Result<(), String> {
     let runtime = |name: &'static str, workers: usize| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -157,6 +169,7 @@ fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
     let (backend, seen) = start_backend(&backend_rt);
     let floor = start_floor(&floor_rt, backend);
     let router = start_router(router_bin, backend);
+    let baseline = baseline_bin.map(|bin| start_router(bin, backend));
 
     let envoy_with = |ext_proc: Option<SocketAddr>| {
         Envoy::start(EnvoyConfig {
@@ -173,6 +186,7 @@ fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
     let envoy_alone = envoy_with(None);
     let envoy_floor = envoy_with(Some(floor));
     let envoy_router = envoy_with(Some(router.extproc));
+    let envoy_baseline = baseline.as_ref().map(|b| envoy_with(Some(b.extproc)));
 
     let envoy_version = Command::new(envoy::envoy_bin())
         .arg("--version")
@@ -186,7 +200,7 @@ fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
         })
         .unwrap_or_else(|| "?".into());
 
-    let configs = [
+    let mut configs = vec![
         Config {
             kind: Kind::Direct,
             addr: backend,
@@ -225,8 +239,24 @@ fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
             rewrites: true,
         },
     ];
+    if let (Some(baseline), Some(envoy)) = (&baseline, &envoy_baseline) {
+        configs.push(Config {
+            kind: Kind::Baseline,
+            addr: envoy.listen_addr(),
+            request: raw_request(envoy.listen_addr(), &body, &[]),
+            envoy_cpu: CpuOf::Pid(envoy.pid()),
+            extproc_cpu: CpuOf::Pid(baseline.child.id()),
+            rewrites: true,
+        });
+    }
 
-    report::preamble(settings, &envoy_version, router_bin, body.len());
+    report::preamble(
+        settings,
+        &envoy_version,
+        router_bin,
+        baseline_bin,
+        body.len(),
+    );
 
     // stats[kind][round]
     let mut stats: Vec<Vec<Stat>> = Kind::ALL.iter().map(|_| Vec::new()).collect();
@@ -240,11 +270,17 @@ fn run(settings: &Settings, router_bin: &Path) -> Result<(), String> {
         };
         for config in order {
             let measured = measure(&client, config, &seen, settings).map_err(|e| {
-                if config.kind == Kind::Router {
-                    let log = std::fs::read_to_string(&router.log).unwrap_or_default();
-                    format!("{e}\n--- router log ---\n{log}")
-                } else {
-                    e
+                let process = match config.kind {
+                    Kind::Router => Some(&router),
+                    Kind::Baseline => baseline.as_ref(),
+                    _ => None,
+                };
+                match process {
+                    Some(p) => {
+                        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                        format!("{e}\n--- {} log ---\n{log}", config.kind.label())
+                    }
+                    None => e,
                 }
             })?;
             let stat = Stat::of(&measured);

@@ -19,10 +19,18 @@ pub enum Kind {
     EnvoyAlone,
     Floor,
     Router,
+    /// The same manifests run by `HOP_BASELINE_BIN`, to compare builds in one run.
+    Baseline,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::EnvoyAlone, Kind::Floor, Kind::Router];
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::EnvoyAlone,
+        Kind::Floor,
+        Kind::Router,
+        Kind::Baseline,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -30,6 +38,7 @@ impl Kind {
             Kind::EnvoyAlone => "envoy alone",
             Kind::Floor => "envoy + floor ext_proc",
             Kind::Router => "envoy + router",
+            Kind::Baseline => "envoy + router (baseline)",
         }
     }
 

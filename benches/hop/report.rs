@@ -26,7 +26,7 @@ pub fn print_round_header(round: usize, settings: &Settings) {
     println!();
     println!("round {} (load average {})", round + 1, loadavg());
     println!(
-        "  {:<24} {:-^43} | {:-^25} | {:-^27} | {:-^26}",
+        "  {:<26} {:-^43} | {:-^25} | {:-^27} | {:-^26}",
         "",
         format!(" open loop at {} req/s ", settings.rate),
         format!(" at {} req/s ", settings.low_rate),
@@ -34,7 +34,7 @@ pub fn print_round_header(round: usize, settings: &Settings) {
         " CPU "
     );
     println!(
-        "  {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} | {:>12} {:>13}",
+        "  {:<26} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} | {:>12} {:>13}",
         "configuration",
         "p50 ms",
         "p90 ms",
@@ -55,7 +55,7 @@ pub fn print_round_header(round: usize, settings: &Settings) {
 /// One configuration's row in a round, and its failures if any.
 pub fn print_measured(kind: Kind, stat: &Stat, m: &Measured) {
     println!(
-        "  {:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} | {:>8.3} {:>8.3} {:>7} | {:>9.0} {:>8.3} {:>8.3} | {} {}",
+        "  {:<26} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} | {:>8.3} {:>8.3} {:>7} | {:>9.0} {:>8.3} {:>8.3} | {} {}",
         kind.label(),
         stat.p50,
         stat.p90,
@@ -102,7 +102,13 @@ pub fn latency_verdict(router_added: f64, floor_added: f64, limit: f64) -> Strin
 }
 
 /// What the run measures and on what, before the first round.
-pub fn preamble(settings: &Settings, envoy_version: &str, router_bin: &Path, body_len: usize) {
+pub fn preamble(
+    settings: &Settings,
+    envoy_version: &str,
+    router_bin: &Path,
+    baseline_bin: Option<&Path>,
+    body_len: usize,
+) {
     println!(
         "hop: the router's data-plane hop through real Envoy (prints numbers, asserts nothing)"
     );
@@ -115,6 +121,9 @@ pub fn preamble(settings: &Settings, envoy_version: &str, router_bin: &Path, bod
         "  envoy {envoy_version} (--concurrency 1, FULL_DUPLEX_STREAMED template), router {}",
         router_bin.display()
     );
+    if let Some(bin) = baseline_bin {
+        println!("  baseline router {}", bin.display());
+    }
     println!(
         "  request: POST {CHAT_PATH}, {} B body, {}-word prompt, model \"auto\"; backend in-process (axum, 1 thread)",
         body_len,
@@ -138,18 +147,86 @@ pub fn preamble(settings: &Settings, envoy_version: &str, router_bin: &Path, bod
     );
 }
 
+/// One configuration's medians over the rounds: one noisy round (a neighbour's compile) moves
+/// them least.
+#[derive(Clone, Copy)]
+struct Medians {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    low_p50: f64,
+    low_p90: f64,
+    low_p99: f64,
+    rps: f64,
+    envoy_us: Option<f64>,
+    extproc_us: Option<f64>,
+}
+
+impl Medians {
+    fn of(rounds: &[Stat]) -> Self {
+        let med = |f: fn(&Stat) -> f64| median(rounds.iter().map(f).collect());
+        let med_opt = |f: fn(&Stat) -> Option<f64>| {
+            let values: Vec<f64> = rounds.iter().filter_map(f).collect();
+            (!values.is_empty()).then(|| median(values))
+        };
+        Self {
+            p50: med(|s| s.p50),
+            p90: med(|s| s.p90),
+            p99: med(|s| s.p99),
+            low_p50: med(|s| s.low_p50),
+            low_p90: med(|s| s.low_p90),
+            low_p99: med(|s| s.low_p99),
+            rps: med(|s| s.rps),
+            envoy_us: med_opt(|s| s.envoy_us),
+            extproc_us: med_opt(|s| s.extproc_us),
+        }
+    }
+
+    /// Added (p50, p99) over `base` at the main rate.
+    fn added(&self, base: &Medians) -> (f64, f64) {
+        (self.p50 - base.p50, self.p99 - base.p99)
+    }
+
+    /// Added (p50, p99) over `base` at the low rate.
+    fn low_added(&self, base: &Medians) -> (f64, f64) {
+        (self.low_p50 - base.low_p50, self.low_p99 - base.low_p99)
+    }
+}
+
 /// The medians over the rounds, the targets' verdicts and how busy the machine was.
 pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
-    // Medians over the rounds: one noisy round (a neighbour's compile) moves them least.
-    let med = |kind: Kind, f: fn(&Stat) -> f64| median(stats[kind.index()].iter().map(f).collect());
-    let med_opt = |kind: Kind, f: fn(&Stat) -> Option<f64>| {
-        let values: Vec<f64> = stats[kind.index()].iter().filter_map(f).collect();
-        (!values.is_empty()).then(|| median(values))
+    let present: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|kind| !stats[kind.index()].is_empty())
+        .collect();
+    let of = |kind: Kind| Medians::of(&stats[kind.index()]);
+    let (direct, alone, floor, router) = (
+        of(Kind::Direct),
+        of(Kind::EnvoyAlone),
+        of(Kind::Floor),
+        of(Kind::Router),
+    );
+    let baseline = present
+        .contains(&Kind::Baseline)
+        .then(|| of(Kind::Baseline));
+    // "p50/p99" added over `base`, or "-" where `base` is this configuration or one after it.
+    let show = |added: (f64, f64), shown: bool| {
+        if shown {
+            format!("{:.3}/{:.3}", added.0, added.1)
+        } else {
+            "-".into()
+        }
     };
+    let over_direct = |kind: Kind| kind != Kind::Direct;
+    let over_envoy = |kind: Kind| !matches!(kind, Kind::Direct | Kind::EnvoyAlone);
+
     println!();
-    println!("medians of the {} rounds", settings.rounds);
     println!(
-        "  {:<24} {:>8} {:>8} {:>8} | {:>17} {:>17} | {:>9} | {:>12} {:>13}",
+        "medians of the {} rounds, open loop at {} req/s and closed loop",
+        settings.rounds, settings.rate
+    );
+    println!(
+        "  {:<26} {:>8} {:>8} {:>8} | {:>17} {:>17} | {:>9} | {:>12} {:>13}",
         "configuration",
         "p50 ms",
         "p90 ms",
@@ -160,36 +237,19 @@ pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
         "envoy us/req",
         "ext_proc us/r"
     );
-    let added = |kind: Kind, base: Kind| {
-        (
-            med(kind, |s| s.p50) - med(base, |s| s.p50),
-            med(kind, |s| s.p99) - med(base, |s| s.p99),
-        )
-    };
-    for kind in Kind::ALL {
-        let show = |base: Kind| {
-            let (p50, p99) = added(kind, base);
-            format!("{p50:.3}/{p99:.3}")
-        };
+    for &kind in &present {
+        let m = of(kind);
         println!(
-            "  {:<24} {:>8.3} {:>8.3} {:>8.3} | {:>17} {:>17} | {:>9.0} | {} {}",
+            "  {:<26} {:>8.3} {:>8.3} {:>8.3} | {:>17} {:>17} | {:>9.0} | {} {}",
             kind.label(),
-            med(kind, |s| s.p50),
-            med(kind, |s| s.p90),
-            med(kind, |s| s.p99),
-            if kind == Kind::Direct {
-                "-".into()
-            } else {
-                show(Kind::Direct)
-            },
-            if matches!(kind, Kind::Direct | Kind::EnvoyAlone) {
-                "-".into()
-            } else {
-                show(Kind::EnvoyAlone)
-            },
-            med(kind, |s| s.rps),
-            fmt_opt(med_opt(kind, |s| s.envoy_us), 12),
-            fmt_opt(med_opt(kind, |s| s.extproc_us), 13),
+            m.p50,
+            m.p90,
+            m.p99,
+            show(m.added(&direct), over_direct(kind)),
+            show(m.added(&alone), over_envoy(kind)),
+            m.rps,
+            fmt_opt(m.envoy_us, 12),
+            fmt_opt(m.extproc_us, 13),
         );
         let failed: usize = stats[kind.index()].iter().map(|s| s.failed).sum();
         if failed > 0 {
@@ -203,36 +263,19 @@ pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
         settings.low_rate, settings.low_secs
     );
     println!(
-        "  {:<24} {:>8} {:>8} {:>8} | {:>17} {:>17}",
+        "  {:<26} {:>8} {:>8} {:>8} | {:>17} {:>17}",
         "configuration", "p50 ms", "p90 ms", "p99 ms", "+p50/+p99 direct", "+p50/+p99 envoy"
     );
-    let low_added = |kind: Kind, base: Kind| {
-        (
-            med(kind, |s| s.low_p50) - med(base, |s| s.low_p50),
-            med(kind, |s| s.low_p99) - med(base, |s| s.low_p99),
-        )
-    };
-    for kind in Kind::ALL {
-        let show = |base: Kind| {
-            let (p50, p99) = low_added(kind, base);
-            format!("{p50:.3}/{p99:.3}")
-        };
+    for &kind in &present {
+        let m = of(kind);
         println!(
-            "  {:<24} {:>8.3} {:>8.3} {:>8.3} | {:>17} {:>17}",
+            "  {:<26} {:>8.3} {:>8.3} {:>8.3} | {:>17} {:>17}",
             kind.label(),
-            med(kind, |s| s.low_p50),
-            med(kind, |s| s.low_p90),
-            med(kind, |s| s.low_p99),
-            if kind == Kind::Direct {
-                "-".into()
-            } else {
-                show(Kind::Direct)
-            },
-            if matches!(kind, Kind::Direct | Kind::EnvoyAlone) {
-                "-".into()
-            } else {
-                show(Kind::EnvoyAlone)
-            },
+            m.low_p50,
+            m.low_p90,
+            m.low_p99,
+            show(m.low_added(&direct), over_direct(kind)),
+            show(m.low_added(&alone), over_envoy(kind)),
         );
         let failed: usize = stats[kind.index()].iter().map(|s| s.low_failed).sum();
         if failed > 0 {
@@ -241,74 +284,100 @@ pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
     }
 
     // Each round's own ratios, to show how far the noise moves them.
-    let per_round = |f: &dyn Fn(&Stat, &Stat, &Stat, &Stat) -> f64| {
+    let at = |kind: Kind, round: usize| &stats[kind.index()][round];
+    let per_round = |f: &dyn Fn(usize) -> f64| {
         (0..settings.rounds)
-            .map(|r| {
-                let (direct, alone, floor, router) = (
-                    &stats[Kind::Direct.index()][r],
-                    &stats[Kind::EnvoyAlone.index()][r],
-                    &stats[Kind::Floor.index()][r],
-                    &stats[Kind::Router.index()][r],
-                );
-                format!("{:.2}", f(direct, alone, floor, router))
-            })
+            .map(|round| format!("{:.2}", f(round)))
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let (router_p50, router_p99) = added(Kind::Router, Kind::EnvoyAlone);
-    let (floor_p50, floor_p99) = added(Kind::Floor, Kind::EnvoyAlone);
-    let (router_rps, floor_rps) = (med(Kind::Router, |s| s.rps), med(Kind::Floor, |s| s.rps));
-    let share = router_rps / floor_rps;
+    let added_p50 = |kind: Kind, base: Kind, r: usize| at(kind, r).p50 - at(base, r).p50;
+    let added_p99 = |kind: Kind, base: Kind, r: usize| at(kind, r).p99 - at(base, r).p99;
+    let low_added_p50 =
+        |kind: Kind, base: Kind, r: usize| at(kind, r).low_p50 - at(base, r).low_p50;
+
     println!();
     println!(
-        "targets (PERFORMANCE.md: router with rules only vs the do-nothing ext_proc floor, same run; medians)"
+        "targets (PERFORMANCE.md and issue #13: router with rules only vs the do-nothing ext_proc floor, same run; medians)"
     );
-    println!(
-        "  added p50 over envoy alone: router {router_p50:.3} ms, floor {floor_p50:.3} ms -> {}",
-        latency_verdict(router_p50, floor_p50, 1.5)
-    );
-    println!(
-        "  added p99 over envoy alone: router {router_p99:.3} ms, floor {floor_p99:.3} ms -> {}",
-        latency_verdict(router_p99, floor_p99, 1.5)
-    );
-    println!(
-        "  closed-loop throughput: router {router_rps:.0} req/s, floor {floor_rps:.0} req/s -> {:.0}% (target >= 80%): {}",
-        share * 100.0,
-        if share >= 0.8 {
-            "within target"
-        } else {
-            "MISSES target"
+    let routers: Vec<(Kind, &Medians)> = std::iter::once((Kind::Router, &router))
+        .chain(baseline.as_ref().map(|b| (Kind::Baseline, b)))
+        .collect();
+    for &(kind, m) in &routers {
+        print_verdicts(kind, m, &floor, &alone, &direct, settings);
+        println!(
+            "    per round, /floor: added p50 {}; added p99 {}; throughput {}; added p50 at {} req/s {}",
+            per_round(&|r| added_p50(kind, Kind::EnvoyAlone, r)
+                / added_p50(Kind::Floor, Kind::EnvoyAlone, r)),
+            per_round(&|r| added_p99(kind, Kind::EnvoyAlone, r)
+                / added_p99(Kind::Floor, Kind::EnvoyAlone, r)),
+            per_round(&|r| at(kind, r).rps / at(Kind::Floor, r).rps),
+            settings.low_rate,
+            per_round(&|r| low_added_p50(kind, Kind::Direct, r)
+                / low_added_p50(Kind::Floor, Kind::Direct, r)),
+        );
+    }
+
+    if let Some(baseline) = &baseline {
+        println!();
+        println!(
+            "router vs baseline (the same manifests run by HOP_BASELINE_BIN, same rounds; medians: below 1.00x the router adds less, above 1.00x it serves more)"
+        );
+        // `digits` decimals, in `unit`.
+        let ratio = |name: &str, unit: &str, digits: usize, router: f64, baseline: f64| {
+            println!(
+                "  {name}: router {router:.digits$}{unit}, baseline {baseline:.digits$}{unit} -> {:.2}x",
+                router / baseline
+            );
+        };
+        let (r50, r99) = router.added(&alone);
+        let (b50, b99) = baseline.added(&alone);
+        ratio("added p50 over envoy alone", " ms", 3, r50, b50);
+        ratio("added p99 over envoy alone", " ms", 3, r99, b99);
+        let (r50, r99) = router.low_added(&direct);
+        let (b50, b99) = baseline.low_added(&direct);
+        let low = settings.low_rate;
+        ratio(
+            &format!("added p50 at {low} req/s over direct"),
+            " ms",
+            3,
+            r50,
+            b50,
+        );
+        ratio(
+            &format!("added p99 at {low} req/s over direct"),
+            " ms",
+            3,
+            r99,
+            b99,
+        );
+        ratio(
+            "closed-loop throughput",
+            " req/s",
+            0,
+            router.rps,
+            baseline.rps,
+        );
+        if let (Some(r), Some(b)) = (router.extproc_us, baseline.extproc_us) {
+            ratio("ext_proc CPU per request", " us", 1, r, b);
         }
-    );
+        println!(
+            "  per round, router/baseline: added p50 {}; added p99 {}; added p50 at {low} req/s {}; throughput {}",
+            per_round(&|r| added_p50(Kind::Router, Kind::EnvoyAlone, r)
+                / added_p50(Kind::Baseline, Kind::EnvoyAlone, r)),
+            per_round(&|r| added_p99(Kind::Router, Kind::EnvoyAlone, r)
+                / added_p99(Kind::Baseline, Kind::EnvoyAlone, r)),
+            per_round(&|r| low_added_p50(Kind::Router, Kind::Direct, r)
+                / low_added_p50(Kind::Baseline, Kind::Direct, r)),
+            per_round(&|r| at(Kind::Router, r).rps / at(Kind::Baseline, r).rps),
+        );
+    }
+
+    println!();
     println!(
-        "  per round, router/floor: added p50 {}; added p99 {}; throughput {}",
-        per_round(&|_, a, f, r| (r.p50 - a.p50) / (f.p50 - a.p50)),
-        per_round(&|_, a, f, r| (r.p99 - a.p99) / (f.p99 - a.p99)),
-        per_round(&|_, _, f, r| r.rps / f.rps),
-    );
-    let (router_low_p50, router_low_p99) = low_added(Kind::Router, Kind::Direct);
-    let (floor_low_p50, floor_low_p99) = low_added(Kind::Floor, Kind::Direct);
-    println!(
-        "  at {} req/s, added p50 over backend direct: router {router_low_p50:.3} ms, floor {floor_low_p50:.3} ms -> {}",
-        settings.low_rate,
-        latency_verdict(router_low_p50, floor_low_p50, 1.3)
-    );
-    println!(
-        "  at {} req/s, added p99 over backend direct: router {router_low_p99:.3} ms, floor {floor_low_p99:.3} ms ({:.2}x; no target)",
-        settings.low_rate,
-        router_low_p99 / floor_low_p99
-    );
-    println!(
-        "  per round, router/floor at {} req/s: added p50 {}",
-        settings.low_rate,
-        per_round(&|d, _, f, r| (r.low_p50 - d.low_p50) / (f.low_p50 - d.low_p50)),
-    );
-    println!(
-        "  the router sustains {router_rps:.0} req/s over {} connections on this machine \
+        "  the router sustains {:.0} req/s over {} connections on this machine \
          (envoy alone {:.0}, backend direct {:.0})",
-        settings.conns,
-        med(Kind::EnvoyAlone, |s| s.rps),
-        med(Kind::Direct, |s| s.rps)
+        router.rps, settings.conns, alone.rps, direct.rps
     );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let end_load = loadavg();
@@ -327,4 +396,50 @@ pub fn summary(stats: &[Vec<Stat>], settings: &Settings, started: Instant) {
              so tails (p99) are noisy; compare ratios, and rerun when it is quiet"
         );
     }
+}
+
+/// One router configuration's verdicts against the floor.
+fn print_verdicts(
+    kind: Kind,
+    m: &Medians,
+    floor: &Medians,
+    alone: &Medians,
+    direct: &Medians,
+    settings: &Settings,
+) {
+    let (p50, p99) = m.added(alone);
+    let (floor_p50, floor_p99) = floor.added(alone);
+    let share = m.rps / floor.rps;
+    println!("  {}", kind.label());
+    println!(
+        "    added p50 over envoy alone: {p50:.3} ms, floor {floor_p50:.3} ms -> {}",
+        latency_verdict(p50, floor_p50, 1.5)
+    );
+    println!(
+        "    added p99 over envoy alone: {p99:.3} ms, floor {floor_p99:.3} ms -> {}",
+        latency_verdict(p99, floor_p99, 1.5)
+    );
+    println!(
+        "    closed-loop throughput: {:.0} req/s, floor {:.0} req/s -> {:.0}% (target >= 80%): {}",
+        m.rps,
+        floor.rps,
+        share * 100.0,
+        if share >= 0.8 {
+            "within target"
+        } else {
+            "MISSES target"
+        }
+    );
+    let (low_p50, low_p99) = m.low_added(direct);
+    let (floor_low_p50, floor_low_p99) = floor.low_added(direct);
+    println!(
+        "    at {} req/s, added p50 over backend direct: {low_p50:.3} ms, floor {floor_low_p50:.3} ms -> {}",
+        settings.low_rate,
+        latency_verdict(low_p50, floor_low_p50, 1.3)
+    );
+    println!(
+        "    at {} req/s, added p99 over backend direct: {low_p99:.3} ms, floor {floor_low_p99:.3} ms ({:.2}x; no target)",
+        settings.low_rate,
+        low_p99 / floor_low_p99
+    );
 }
