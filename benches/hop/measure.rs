@@ -1,5 +1,6 @@
-//! Measurement and statistics: the configurations, one configuration's warm-up, open-loop and
-//! closed-loop phases, and the percentiles and medians read from them.
+//! Measurement and statistics: the configurations, one configuration's phases in a round
+//! (warm-up, open loop at the main rate, open loop at the low rate, closed loop), and the
+//! percentiles and medians read from them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::backend::BackendSeen;
 use crate::cpu::CpuOf;
 use crate::load::{Samples, closed_loop, open_loop};
 
+/// What a configuration puts between the load generator and the backend.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Direct,
@@ -47,6 +49,7 @@ impl Kind {
     }
 }
 
+/// One configuration: where its requests go, what they are, whose CPU time it reports.
 pub struct Config {
     pub kind: Kind,
     pub addr: SocketAddr,
@@ -57,6 +60,7 @@ pub struct Config {
     pub rewrites: bool,
 }
 
+/// What one configuration's phases recorded in one round.
 #[derive(Default)]
 pub struct Measured {
     pub open: Samples,
@@ -128,6 +132,8 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// One round of `config`: a warm-up (checking the backend saw the bodies it should), then the
+/// open loop at the main rate, at the low rate, and the closed loop with CPU read around it.
 pub fn measure(
     client: &Runtime,
     config: &Config,
