@@ -5,7 +5,9 @@
 //! driven by an ext_proc gRPC client on another. A counting global allocator (a wrapper around
 //! `std::alloc::System`) counts allocation calls and bytes only on the threads of the
 //! router's runtime (a thread-local flag set in its `on_thread_start`), so the client, the
-//! message building and this harness are not counted.
+//! message building and this harness are not counted. The hop benchmark's do-nothing floor
+//! (`benches/hop/floor.rs`) is measured the same way after it, on its own counted runtime, to
+//! show what any tonic ext_proc stream costs.
 //!
 //! Each request is one ext_proc stream carrying what Envoy sends for one chat completion with
 //! the hop benchmark's filter (`request_body_mode: FULL_DUPLEX_STREAMED`,
@@ -28,6 +30,8 @@
 #[path = "hop/cpu.rs"]
 #[allow(dead_code)] // shared with the hop benchmark, which reads other processes' CPU too
 mod cpu;
+#[path = "hop/floor.rs"]
+mod floor;
 #[path = "hop/workload.rs"]
 mod workload;
 
@@ -62,6 +66,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
 use cpu::CpuOf;
+use floor::{FLOOR_THREAD, start_floor};
 use workload::{CHAT_PATH, COMPLETION, chat_body, router_manifests};
 
 /// Name of the router runtime's threads: the ones counted, and whose CPU time is read.
@@ -89,7 +94,8 @@ fn counted() -> bool {
     COUNTED.try_with(Cell::get).unwrap_or(false)
 }
 
-// The one unsafe item: a global allocator must implement the unsafe `GlobalAlloc` trait. Each
+// The one unsafe item (so `[lints]` may `deny` unsafe code, not `forbid` it, or this bench
+// cannot build): a global allocator must implement the unsafe `GlobalAlloc` trait. Each
 // method forwards to `System` with the caller's arguments, so `System`'s contract holds.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
@@ -333,7 +339,7 @@ impl Messages {
 // ---------------------------------------------------------------------------------------
 // Driving the service.
 
-/// What one request cost the router's threads, by phase, and how long it took end to end.
+/// What one request cost the service's threads, by phase.
 #[derive(Default)]
 struct Cost {
     request: Counts,
@@ -371,8 +377,13 @@ fn set_header(response: &ProcessingResponse, name: &str) -> Option<String> {
         .map(|h| String::from_utf8_lossy(&h.raw_value).into_owned())
 }
 
-/// One request's stream, phase by phase; returns its cost and the decision the router named.
-async fn one_request(client: &mut Client, messages: &Messages) -> Result<(Cost, String), String> {
+/// One request's stream, phase by phase; returns its cost and the value of the `named` header
+/// the headers answer set.
+async fn one_request(
+    client: &mut Client,
+    messages: &Messages,
+    named: &str,
+) -> Result<(Cost, String), String> {
     let (tx, rx) = mpsc::channel(4);
     let (headers, body) = (
         messages.request_headers.clone(),
@@ -417,9 +428,9 @@ async fn one_request(client: &mut Client, messages: &Messages) -> Result<(Cost, 
     }
     cost.close = Counts::now().since(responded);
 
-    let decision = set_header(&routed, "x-semantic-router-decision")
-        .ok_or_else(|| format!("the request was not routed: {routed:?}"))?;
-    Ok((cost, decision))
+    let value = set_header(&routed, named)
+        .ok_or_else(|| format!("the request was not routed (no {named}): {routed:?}"))?;
+    Ok((cost, value))
 }
 
 fn var(name: &str, default: usize) -> usize {
@@ -448,140 +459,183 @@ fn run() -> Result<(), String> {
     let requests = var("ALLOCS_REQUESTS", 20_000);
     let warmup = var("ALLOCS_WARMUP", 2_000);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // The router's runtime, shaped like the binary's default one (a worker per CPU).
-    let router_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name(ROUTER_THREAD)
-        .on_thread_start(|| COUNTED.with(|c| c.set(true)))
-        .enable_all()
-        .build()
-        .map_err(|e| format!("the router runtime: {e}"))?;
+    // Each service on its own counted runtime, shaped like the binary's default one (a worker
+    // per CPU); only one of them is sent requests at a time.
+    let counted_runtime = |name: &'static str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(name)
+            .on_thread_start(|| COUNTED.with(|c| c.set(true)))
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the {name} runtime: {e}"))
+    };
+    let router_rt = counted_runtime(ROUTER_THREAD)?;
+    let floor_rt = counted_runtime(FLOOR_THREAD)?;
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("the client runtime: {e}"))?;
 
-    let addr = serve(&router_rt, router_service()?)?;
+    let router_addr = serve(&router_rt, router_service()?)?;
+    let floor_addr = start_floor(&floor_rt, BACKEND.parse().expect("a literal address"));
     let messages = Messages::new(BACKEND);
-    let router_cpu = CpuOf::ThreadsOfThisProcess(ROUTER_THREAD);
+    let drive = |addr, thread, named| Drive {
+        addr,
+        cpu: CpuOf::ThreadsOfThisProcess(thread),
+        named,
+        warmup,
+        requests,
+    };
+    let router =
+        client_rt.block_on(drive(router_addr, ROUTER_THREAD, DECISION_HEADER).run(&messages))?;
+    let floor =
+        client_rt.block_on(drive(floor_addr, FLOOR_THREAD, DESTINATION_HEADER).run(&messages))?;
+    report(requests, warmup, workers, &router, &floor);
+    Ok(())
+}
 
-    client_rt.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+/// The header the router names its decision in.
+const DECISION_HEADER: &str = "x-semantic-router-decision";
+/// The header both services name the destination in (the floor sets nothing else).
+const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+
+/// One service driven for `warmup` and then `requests` requests.
+struct Drive {
+    addr: SocketAddr,
+    /// Whose CPU time is read around the measured requests.
+    cpu: CpuOf,
+    /// The header whose value the headers answer must set (proof the request was routed).
+    named: &'static str,
+    warmup: usize,
+    requests: usize,
+}
+
+/// What the measured requests of one service cost.
+struct Driven {
+    total: Cost,
+    /// The value of the named header in the last answer.
+    named: String,
+    cpu_us: Option<f64>,
+    round_trips: Vec<Duration>,
+    took: Duration,
+}
+
+impl Drive {
+    async fn run(self, messages: &Messages) -> Result<Driven, String> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.addr))
             .map_err(|e| e.to_string())?
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
+            .map_err(|e| format!("connect to {}: {e}", self.addr))?;
         let mut client = ExternalProcessorClient::new(channel);
-
-        let mut decision = String::new();
-        for _ in 0..warmup {
-            decision = one_request(&mut client, &messages).await?.1;
+        let mut named = String::new();
+        for _ in 0..self.warmup {
+            named = one_request(&mut client, messages, self.named).await?.1;
         }
-        let cpu_before = router_cpu.read();
+        let cpu_before = self.cpu.read();
         let started = Instant::now();
         let mut total = Cost::default();
-        let mut round_trips = Vec::with_capacity(requests);
-        for _ in 0..requests {
+        let mut round_trips = Vec::with_capacity(self.requests);
+        for _ in 0..self.requests {
             let sent = Instant::now();
-            let (cost, _) = one_request(&mut client, &messages).await?;
+            let (cost, _) = one_request(&mut client, messages, self.named).await?;
             round_trips.push(sent.elapsed());
             total.request.add(cost.request);
             total.response.add(cost.response);
             total.close.add(cost.close);
         }
         let took = started.elapsed();
-        let cpu_after = router_cpu.read();
-        report(Report {
-            requests,
-            warmup,
-            workers,
-            decision: &decision,
-            total: &total,
+        let cpu_after = self.cpu.read();
+        round_trips.sort_unstable();
+        Ok(Driven {
+            total,
+            named,
             cpu_us: cpu_before
                 .zip(cpu_after)
-                .map(|(b, a)| a.saturating_sub(b) as f64 / 1e3 / requests as f64),
+                .map(|(b, a)| a.saturating_sub(b) as f64 / 1e3 / self.requests as f64),
             round_trips,
             took,
-        });
-        Ok(())
-    })
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // The report.
 
-struct Report<'a> {
-    requests: usize,
-    warmup: usize,
-    workers: usize,
-    decision: &'a str,
-    total: &'a Cost,
-    cpu_us: Option<f64>,
-    round_trips: Vec<Duration>,
-    took: Duration,
-}
-
-fn report(r: Report<'_>) {
-    let n = r.requests as f64;
+fn report(requests: usize, warmup: usize, workers: usize, router: &Driven, floor: &Driven) {
+    let n = requests as f64;
     println!(
         "allocs: allocations per rules-only request in the router's ext_proc service \
          (in-process, counted on its runtime threads only; prints numbers, asserts nothing)"
     );
     println!(
-        "  {} requests after {} warm-up, one at a time; router runtime {} worker threads; \
-         decision {:?}",
-        r.requests, r.warmup, r.workers, r.decision
+        "  {requests} requests after {warmup} warm-up, one at a time; each service on its own \
+         runtime of {workers} worker threads"
     );
     println!(
         "  request: POST {CHAT_PATH}, {} B body (FULL_DUPLEX_STREAMED); response {} B (STREAMED)",
         chat_body().len(),
         COMPLETION.len()
     );
+    println!(
+        "  router: decision {:?}; floor (the hop bench's do-nothing ext_proc, for scale): destination {:?}",
+        router.named, floor.named
+    );
     println!();
     println!(
-        "  {:<44} {:>12} {:>16} {:>12}",
-        "phase", "allocs/req", "of which realloc", "bytes/req"
+        "  {:<44} | {:>10} {:>8} {:>10} | {:>10} {:>8} {:>10}",
+        "per request", "router", "realloc", "bytes", "floor", "realloc", "bytes"
     );
-    let mut all = Counts::default();
-    for (phase, counts) in [
-        ("request (headers + body -> 2 answers)", r.total.request),
-        (
-            "response (headers -> answer, body -> answer)",
-            r.total.response,
-        ),
-        ("close (half-close -> end of stream)", r.total.close),
-    ] {
-        all.add(counts);
-        print_counts(phase, counts, n);
-    }
-    print_counts("whole request", all, n);
-    println!();
-    let mut round_trips = r.round_trips;
-    round_trips.sort_unstable();
-    let at = |p: f64| {
-        let rank = ((p * round_trips.len() as f64).ceil() as usize).clamp(1, round_trips.len());
-        round_trips[rank - 1].as_secs_f64() * 1e3
+    let phases = |d: &Driven| {
+        let t = &d.total;
+        let mut whole = t.request;
+        whole.add(t.response);
+        whole.add(t.close);
+        [t.request, t.response, t.close, whole]
     };
-    match r.cpu_us {
-        Some(cpu) => println!("  router runtime CPU per request: {cpu:.1} us"),
-        None => println!("  router runtime CPU per request: - (no /proc schedstat)"),
+    let names = [
+        "request (headers + body -> 2 answers)",
+        "response (headers -> answer, body -> answer)",
+        "close (half-close -> end of stream)",
+        "whole request",
+    ];
+    for ((name, r), f) in names.iter().zip(phases(router)).zip(phases(floor)) {
+        let calls = |c: Counts| (c.allocs + c.reallocs) as f64 / n;
+        println!(
+            "  {:<44} | {:>10.1} {:>8.1} {:>10.0} | {:>10.1} {:>8.1} {:>10.0}",
+            name,
+            calls(r),
+            r.reallocs as f64 / n,
+            r.bytes as f64 / n,
+            calls(f),
+            f.reallocs as f64 / n,
+            f.bytes as f64 / n,
+        );
     }
+    let [.., r] = phases(router);
+    let [.., f] = phases(floor);
     println!(
-        "  client round trip per request (context only): p50 {:.3} ms, p99 {:.3} ms; \
-         {:.0} req/s one at a time",
-        at(0.50),
-        at(0.99),
-        n / r.took.as_secs_f64()
+        "  router/floor, whole request: {:.2}x the allocation calls, {:.2}x the bytes",
+        (r.allocs + r.reallocs) as f64 / (f.allocs + f.reallocs) as f64,
+        r.bytes as f64 / f.bytes as f64
     );
-}
-
-fn print_counts(phase: &str, counts: Counts, n: f64) {
-    println!(
-        "  {:<44} {:>12.1} {:>16.1} {:>12.0}",
-        phase,
-        (counts.allocs + counts.reallocs) as f64 / n,
-        counts.reallocs as f64 / n,
-        counts.bytes as f64 / n
-    );
+    println!();
+    for (name, d) in [("router", router), ("floor", floor)] {
+        let at = |p: f64| {
+            let all = &d.round_trips;
+            let rank = ((p * all.len() as f64).ceil() as usize).clamp(1, all.len());
+            all[rank - 1].as_secs_f64() * 1e3
+        };
+        println!(
+            "  {name:<6}: runtime CPU per request {}; round trip p50 {:.3} ms, p99 {:.3} ms, \
+             {:.0} req/s one at a time (context only)",
+            d.cpu_us
+                .map_or_else(|| "-".into(), |us| format!("{us:.1} us")),
+            at(0.50),
+            at(0.99),
+            n / d.took.as_secs_f64()
+        );
+    }
 }
