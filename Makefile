@@ -29,11 +29,13 @@ crds:
 	cp crds/semantic-router.yaml charts/semantic-router/crds/semantic-router.yaml
 
 ## Benchmarks (print numbers, assert nothing; need `make tools`): the ext_proc hop through
-## real Envoy against a do-nothing floor (benches/hop.rs), endpoint picking (benches/picking.rs),
-## and the MiniLM signal path against a bare Candle forward pass (benches/classify.rs).
+## real Envoy against a do-nothing floor (benches/hop/), allocations per rules-only request in
+## the ext_proc service (benches/allocs.rs), endpoint picking (benches/picking.rs), and the
+## MiniLM signal path against a bare Candle forward pass (benches/classify.rs).
 bench:
 	$(CARGO) build --release --bin semantic-router
 	$(CARGO) bench --bench hop
+	$(CARGO) bench --bench allocs
 	$(CARGO) bench --bench picking
 	$(CARGO) bench --bench classify
 
