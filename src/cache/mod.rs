@@ -4,11 +4,15 @@
 //! A leaf module: it knows nothing of Envoy, gRPC or Kubernetes.
 //! - [`store`]: the bounded store (entries and bytes, LRU, per-entry TTL) and its lookup by
 //!   cosine similarity within a scope.
+//! - [`guard`]: the false-hit guard, a per-prompt [`Fingerprint`] a candidate must agree with
+//!   (numbers, negation, content words) on top of similarity.
 //! - [`answer`]: what is kept of a response (one assistant message), read from a JSON or SSE
 //!   chat completion, and written back as either.
 
 pub mod answer;
+pub mod guard;
 pub mod store;
 
 pub use answer::{Answer, AnswerReader};
+pub use guard::Fingerprint;
 pub use store::{CacheLimits, Hit, Pending, Scope, SemanticCache};

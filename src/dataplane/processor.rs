@@ -465,13 +465,15 @@ impl Processor {
         }
         let context = parsed.cache_context()?;
         let scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
+        let fingerprint = crate::cache::Fingerprint::of(&parsed.prompt_text());
         Some(
-            match cache.lookup(scope, &embedding, policy.similarity_threshold) {
+            match cache.lookup(scope, &embedding, &fingerprint, policy.similarity_threshold) {
                 Some(hit) => Ok(hit),
                 None => Err(Pending::new(
                     cache.clone(),
                     scope,
                     embedding,
+                    fingerprint,
                     Duration::from_secs(policy.ttl_seconds.into()),
                 )),
             },
