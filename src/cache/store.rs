@@ -8,7 +8,6 @@
 //! when a bound is reached the least recently used entries go first.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,20 +18,46 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::answer::Answer;
+use super::backend::CacheBackend;
 use super::guard::Fingerprint;
 
 /// Where an answer may be served again: one route, one target model, one conversation
-/// context (everything before the prompt).
+/// context (everything before the prompt), and optionally one tenant.
+///
+/// A stable hash (SHA-256), so replicas sharing a cache agree on it across builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope(u64);
 
 impl Scope {
     /// The scope of a request from its parts (hashed; the parts are not kept).
     pub fn new(route: &str, model: &str, context: &str) -> Self {
-        let mut h = DefaultHasher::new();
-        (route, model, context).hash(&mut h);
-        Self(h.finish())
+        Self(stable_hash(&[route, model, context]))
     }
+
+    /// This scope narrowed to one tenant (e.g. a hash of the caller's API key): another
+    /// tenant's answers are never served in it.
+    pub fn with_tenant(self, tenant: &str) -> Self {
+        Self(stable_hash(&[&self.0.to_string(), "tenant", tenant]))
+    }
+
+    /// The hash, as a shared backend stores it.
+    pub(crate) fn id(self) -> u64 {
+        self.0
+    }
+}
+
+/// The first 8 bytes of SHA-256 over the length-prefixed parts.
+fn stable_hash(parts: &[&str]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// How much the cache may hold.
@@ -319,7 +344,7 @@ impl std::fmt::Debug for SemanticCache {
 /// [`fill`](Self::fill).
 #[derive(Clone, Debug)]
 pub struct Pending {
-    cache: Arc<SemanticCache>,
+    cache: CacheBackend,
     scope: Scope,
     embedding: Arc<[f32]>,
     fingerprint: Fingerprint,
@@ -330,14 +355,14 @@ impl Pending {
     /// A miss in `cache` to fill for `scope`, `embedding` and the prompt's `fingerprint`
     /// (the one the lookup used), kept for `ttl`.
     pub fn new(
-        cache: Arc<SemanticCache>,
+        cache: impl Into<CacheBackend>,
         scope: Scope,
         embedding: Arc<[f32]>,
         fingerprint: Fingerprint,
         ttl: Duration,
     ) -> Self {
         Self {
-            cache,
+            cache: cache.into(),
             scope,
             embedding,
             fingerprint,
@@ -458,6 +483,20 @@ mod tests {
                 .lookup(context, &unit(&[1.0, 0.0, 0.0]), &same(), 0.5)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn scopes_are_stable_and_tenants_apart() {
+        let scope = Scope::new("default/auto", "m", "");
+        assert_eq!(scope, Scope::new("default/auto", "m", ""));
+        assert_ne!(
+            scope,
+            Scope::new("default/aut", "om", ""),
+            "parts are delimited"
+        );
+        assert_ne!(scope.with_tenant("a"), scope.with_tenant("b"));
+        assert_ne!(scope.with_tenant("a"), scope);
+        assert_eq!(scope.with_tenant("a"), scope.with_tenant("a"));
     }
 
     #[test]
