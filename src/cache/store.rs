@@ -4,8 +4,8 @@
 //! the prompt), so an answer is only ever served for the same model and context. A lookup
 //! scans its scope's entries (a dot product each; embeddings are unit length) and returns the
 //! most similar one at or above the threshold whose prompt's [`Fingerprint`] agrees with the
-//! new prompt's (the false-hit guard, [`super::guard`]). Expired entries are dropped as they are met;
-//! when a bound is reached the least recently used entries go first.
+//! new prompt's (the false-hit guard, [`super::guard`]). Expired entries are dropped as they
+//! are met; when a bound is reached the least recently used entries go first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
