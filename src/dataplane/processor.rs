@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::api::JailbreakAction;
-use crate::cache::{Hit, Pending, Scope, SemanticCache};
+use crate::cache::{Fingerprint, Hit, Pending, Scope, SemanticCache};
 use crate::routing::{
     Labels, ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalValues, Target,
     Verdict,
@@ -130,6 +130,9 @@ struct Decided {
 }
 
 /// What happens to a decided request.
+// Made once per request and moved straight on: boxing the large variant would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     /// Sent to this target, filling the semantic cache with the answer when `cache_fill`.
     Send {
@@ -278,7 +281,7 @@ impl Processor {
         } else {
             let lookup = match use_cache {
                 UseCache::Yes if !text.trim().is_empty() => {
-                    self.cache_lookup(&route, verdict.target, parsed, &findings)
+                    self.cache_lookup(&route, verdict.target, parsed, &text, &findings)
                 }
                 _ => None,
             };
@@ -353,6 +356,7 @@ impl Processor {
         route: &Route,
         target: &Target,
         parsed: &InferenceRequest,
+        text: &str,
         findings: &ModelFindings,
     ) -> Option<Lookup> {
         let cache = self.cache.as_ref()?;
@@ -360,13 +364,15 @@ impl Processor {
         let embedding = findings.embedding.clone()?;
         let context = parsed.cache_context()?;
         let scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
+        let fingerprint = Fingerprint::of(text);
         Some(
-            match cache.lookup(scope, &embedding, policy.similarity_threshold) {
+            match cache.lookup(scope, &embedding, &fingerprint, policy.similarity_threshold) {
                 Some(hit) => Lookup::Hit(hit),
                 None => Lookup::Miss(Pending::new(
                     cache.clone(),
                     scope,
                     embedding,
+                    fingerprint,
                     Duration::from_secs(policy.ttl_seconds.into()),
                 )),
             },
