@@ -89,11 +89,20 @@ impl KeywordSet {
 }
 
 /// Whether `needle` occurs in `text` on word boundaries (so `sql` does not match `mysql`).
+/// Every occurrence counts, overlapping ones too (`"  "` in `"é   "` is found after the `é`).
 pub fn contains_word(text: &str, needle: &str) -> bool {
-    !needle.is_empty()
-        && text
-            .match_indices(needle)
-            .any(|(start, _)| on_word_boundaries(text, start, start + needle.len()))
+    let Some(step) = needle.chars().next().map(char::len_utf8) else {
+        return false;
+    };
+    let mut from = 0;
+    while let Some(at) = text.get(from..).and_then(|rest| rest.find(needle)) {
+        let start = from + at;
+        if on_word_boundaries(text, start, start + needle.len()) {
+            return true;
+        }
+        from = start + step;
+    }
+    false
 }
 
 /// Whether `text[start..end]` has no word character right before or after it.
@@ -130,6 +139,12 @@ mod tests {
         let s = set(&["ab", "xab c"]);
         assert!(s.holds("xab ab", KeywordOperator::Any));
         assert!(s.holds("xab c ab", KeywordOperator::All));
+    }
+
+    #[test]
+    fn overlapping_occurrences_are_all_tried() {
+        assert!(contains_word("é   ", "  "));
+        assert!(set(&["  "]).holds("é   ", KeywordOperator::All));
     }
 
     #[test]
