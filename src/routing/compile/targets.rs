@@ -1,0 +1,80 @@
+//! Targets as the table holds them: a route's targets resolved against the pools, each with
+//! its labels, and the direct targets of requests no route governs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::Diagnostics;
+use crate::api;
+use crate::routing::diagnostics::{ConditionType, Kind, ObjectKey, Reason, Severity};
+use crate::routing::table::{DIRECT, Pool, Target};
+
+/// Every pool taking direct requests, by the models it serves, in pool order.
+pub(super) fn direct_targets(
+    pools: &BTreeMap<ObjectKey, Arc<Pool>>,
+) -> BTreeMap<String, Vec<Target>> {
+    let mut direct: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for pool in pools.values().filter(|p| p.direct_requests) {
+        for model in pool.models.values() {
+            let mut target = Target::new(
+                pool.clone(),
+                model.clone(),
+                api::Reasoning::default(),
+                DIRECT,
+            );
+            // The body's reasoning fields are the client's own.
+            target.labels.reasoning = "client";
+            direct.entry(model.name.clone()).or_default().push(target);
+        }
+    }
+    direct
+}
+
+/// The target a route names, for the decision named `decision`, if its pool and model exist.
+pub(super) fn resolve(
+    target: &api::Target,
+    decision: &str,
+    route: &ObjectKey,
+    pools: &BTreeMap<ObjectKey, Arc<Pool>>,
+    out: &mut Diagnostics,
+) -> Option<Target> {
+    let pool_key = ObjectKey::new(route.namespace.clone(), target.pool.clone());
+    let Some(pool) = pools.get(&pool_key) else {
+        out.push(
+            Kind::SemanticRoute,
+            route,
+            ConditionType::ResolvedRefs,
+            Reason::PoolNotFound,
+            Severity::Error,
+            format!(
+                "route {route} targets pool {:?}, which does not exist in namespace {:?}; create \
+                 the ModelPool or fix the name",
+                target.pool, route.namespace
+            ),
+        );
+        return None;
+    };
+    let Some(model) = pool.models.get(&target.model) else {
+        let served: Vec<&str> = pool.models.keys().map(String::as_str).collect();
+        out.push(
+            Kind::SemanticRoute,
+            route,
+            ConditionType::ResolvedRefs,
+            Reason::ModelNotServed,
+            Severity::Error,
+            format!(
+                "route {route} targets model {:?} in pool {:?}, which serves only [{}]",
+                target.model,
+                target.pool,
+                served.join(", ")
+            ),
+        );
+        return None;
+    };
+    Some(Target::new(
+        pool.clone(),
+        model.clone(),
+        target.reasoning.clone(),
+        decision,
+    ))
+}
