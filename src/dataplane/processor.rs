@@ -322,8 +322,7 @@ impl Processor {
     ) -> Next {
         match self.choose_among(verdict.targets(), parsed, headers, hints) {
             Ok(chosen) => {
-                let cache_fill = miss
-                    .filter(|_| cache_key_model(&chosen.target) == cache_key_model(verdict.target));
+                let cache_fill = miss.filter(|_| same_answer(&chosen.target, verdict.target));
                 Next::Send { chosen, cache_fill }
             }
             Err(refusal) => Next::Refuse(refusal),
@@ -453,6 +452,12 @@ impl Processor {
         }
         Err(RequestError::NoReadyEndpoint { pool }.into())
     }
+}
+
+/// Whether two targets give the same answer: the same model and reasoning mode (the pool
+/// does not matter), as [`cache_key_model`] keys them.
+fn same_answer(a: &Target, b: &Target) -> bool {
+    a.model.name == b.model.name && a.labels.reasoning == b.labels.reasoning
 }
 
 /// What an answer depends on in a target: the model and its reasoning mode (not the pool).
