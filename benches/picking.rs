@@ -360,6 +360,7 @@ fn start_stack(sim_args: &[&str], count: usize, policy: PickPolicy) -> Stack {
         listen_port: free_port(),
         admin_port: free_port(),
         ext_proc_addr: extproc,
+        ext_proc_replicas: Vec::new(),
         endpoints: addrs.clone(),
         passthrough: addrs[0],
         gateway_clusters: Vec::new(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use semantic_router::cache::{CacheLimits, SemanticCache};
+use semantic_router::cache::CacheArgs;
 use semantic_router::classify::{HubOptions, ModelSource};
 use semantic_router::controller::kube_source::KubeSource;
 use semantic_router::controller::{file_source, leader};
@@ -208,14 +208,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 200, env = "SR_CLASSIFY_BUDGET_MS")]
     classify_budget_ms: u64,
 
-    /// Most answers the semantic cache keeps, across routes (a route enables caching with
-    /// `spec.cache`; least recently used answers go first).
-    #[arg(long, default_value_t = 4096, env = "SR_CACHE_MAX_ENTRIES")]
-    cache_max_entries: usize,
-
-    /// Most mebibytes of answers (and their embeddings) the semantic cache keeps.
-    #[arg(long, default_value_t = 64, env = "SR_CACHE_MAX_MIB")]
-    cache_max_mib: usize,
+    #[command(flatten)]
+    cache: CacheArgs,
 
     /// Seconds open ext_proc streams get to finish after SIGTERM.
     #[arg(long, default_value_t = 10, env = "SR_SHUTDOWN_GRACE_SECONDS")]
@@ -318,14 +312,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         picker.clone(),
     )));
     let models = load_models(&args, &shared, &mut registry)?;
-    let cache = SemanticCache::new(CacheLimits {
-        max_entries: args.cache_max_entries,
-        max_bytes: args.cache_max_mib.saturating_mul(1 << 20),
-    });
-    cache.register(&mut registry);
-    let processor = Arc::new(
-        Processor::new(shared.clone(), picker.clone(), models).with_cache(Arc::new(cache)),
-    );
+    let cache = args
+        .cache
+        .backend(&mut registry)
+        .context("semantic cache")?;
+    let processor =
+        Arc::new(Processor::new(shared.clone(), picker.clone(), models).with_cache(cache));
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

@@ -151,6 +151,7 @@ fn sample_values() -> EnvoyConfig {
         listen_port: 8801,
         admin_port: 9901,
         ext_proc_addr: "127.0.0.1:50051".parse().unwrap(),
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![
             "127.0.0.1:8001".parse().unwrap(),
             "127.0.0.1:8002".parse().unwrap(),
@@ -225,6 +226,7 @@ async fn routes_by_destination_header_without_ext_proc() {
         listen_port: envoy::free_port(),
         admin_port: envoy::free_port(),
         ext_proc_addr: free_addr(),
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![a, b, c, failing, closed],
         passthrough: a,
         gateway_clusters: vec![("llm-d-test".into(), c)],
@@ -591,6 +593,7 @@ async fn ext_proc_decision_after_body_routes_and_streams() {
         listen_port: envoy::free_port(),
         admin_port: envoy::free_port(),
         ext_proc_addr,
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![a, b, c, closed],
         passthrough: a,
         gateway_clusters: vec![("llm-d-test".into(), a)],

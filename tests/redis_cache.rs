@@ -3,98 +3,16 @@
 //! replicas), scope and tenant isolation, the false-hit guard, TTL expiry, index creation by
 //! replicas starting together, and Redis killed and restarted under it.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use semantic_router::cache::{Answer, Fingerprint, RedisCache, RedisConfig, Scope};
 
-/// A redis-server on 127.0.0.1 in a temporary folder, without persistence; stopped by pid
-/// when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+#[path = "support/redis.rs"]
+mod redis_server;
 
-fn tools() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/redis");
-    assert!(
-        dir.join("bin/redis-server").is_file() && dir.join("lib/redisearch.so").is_file(),
-        "{} has no bin/redis-server and lib/redisearch.so: run `make tools` (hack/install-tools.sh)",
-        dir.display()
-    );
-    dir
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = Self {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        redis.restart();
-        redis
-    }
-
-    /// Starts (again) on the same port and waits until it answers.
-    fn restart(&mut self) {
-        let tools = tools();
-        let child = Command::new(tools.join("bin/redis-server"))
-            .env(
-                "LD_LIBRARY_PATH",
-                tools.join("ssl/usr/lib/x86_64-linux-gnu"),
-            )
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--loadmodule")
-            .arg(tools.join("lib/redisearch.so"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server did not listen on 127.0.0.1:{} within 10 s",
-            self.port
-        );
-    }
-
-    /// Kills it by pid and waits for it to exit.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use redis_server::{Redis, RedisOptions};
 
 fn config(redis: &Redis, prefix: &str) -> RedisConfig {
     RedisConfig {
@@ -349,4 +267,70 @@ async fn redis_down_is_a_counted_miss_within_the_deadline_and_redis_back_serves_
             .map(|h| h.answer.content.clone());
     }
     assert_eq!(served.as_deref(), Some("after"), "{}", metrics(&cache));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_a_password_from_a_file() {
+    let redis = Redis::start_with(RedisOptions {
+        tls: true,
+        password: Some("s3cret-pass".into()),
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret-pass\n").expect("write");
+    let trusted = RedisConfig {
+        ca_file: Some(redis.ca_file()),
+        ..config(&redis, "tls")
+    }
+    .password_from_file(&password)
+    .expect("password");
+    assert!(redis.url().starts_with("rediss://"));
+    let cache = RedisCache::connect(trusted.clone()).expect("connect");
+    let scope = Scope::new("r", "m", "");
+    let embedding = unit(3, 0.0);
+    cache.insert(
+        scope,
+        embedding.clone(),
+        Fingerprint::of(BUY),
+        answer("over TLS"),
+        HOUR,
+    );
+    assert_eq!(
+        eventually_hit(&cache, scope, &embedding, BUY, Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some("over TLS"),
+        "{}",
+        metrics(&cache)
+    );
+
+    // The system roots do not know the test CA, and a wrong password is refused: both are
+    // counted misses, never a hang or a panic.
+    let untrusted = RedisConfig {
+        ca_file: None,
+        ..trusted.clone()
+    };
+    let no_password = RedisConfig {
+        ca_file: Some(redis.ca_file()),
+        ..config(&redis, "tls")
+    };
+    for (what, config) in [("untrusted CA", untrusted), ("no password", no_password)] {
+        let refused = RedisCache::connect(config).expect("connect is lazy");
+        assert!(
+            refused
+                .lookup(scope, &embedding, &Fingerprint::of(BUY), 0.5)
+                .await
+                .is_none(),
+            "{what}"
+        );
+        let text = metrics(&refused);
+        assert_eq!(
+            metric(
+                &text,
+                "semantic_router_semantic_cache_redis_lookups_total{result=\"error\"}"
+            ),
+            1.0,
+            "{what}: {text}"
+        );
+    }
 }

@@ -185,6 +185,7 @@ fn run(settings: &Settings, router_bin: &Path, baseline_bin: Option<&Path>) -> R
             listen_port: free_port(),
             admin_port: free_port(),
             ext_proc_addr: ext_proc.unwrap_or_else(free_addr),
+            ext_proc_replicas: Vec::new(),
             endpoints: vec![backend],
             passthrough: backend,
             gateway_clusters: Vec::new(),

@@ -404,7 +404,12 @@ pub enum ReasoningEffort {
 }
 
 /// Semantic-cache policy for a route.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.tenantHeader) || !self.tenantHeader.matches('^(?i)x-semantic-router-')")
+        .message("tenantHeader cannot be one of the router's own x-semantic-router-* headers")
+        .reason(kube::core::Reason::FieldValueInvalid),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct CachePolicy {
     /// Serve cache hits for this route.
@@ -418,6 +423,17 @@ pub struct CachePolicy {
     #[serde(default = "default_cache_ttl")]
     #[schemars(range(min = 1, max = 604_800))]
     pub ttl_seconds: u32,
+    /// Request header naming the tenant, e.g. `authorization` (one cache per API key) or a
+    /// team header the gateway sets after authenticating the caller. Answers are served only
+    /// to requests with the same value (kept hashed, never stored), and requests without the
+    /// header are not cached. Unset: every caller of this route shares its answers. Name a
+    /// header clients cannot forge, or one tenant can read another's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub tenant_header: Option<String>,
 }
 
 fn default_cache_similarity() -> f32 {

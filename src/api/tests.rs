@@ -121,6 +121,22 @@ fn effort_needs_reasoning_enabled() {
 }
 
 #[test]
+fn the_tenant_header_cannot_be_one_of_the_routers_own() {
+    let cache = |tenant: &str| {
+        route_errors(|v| {
+            v["spec"]["cache"] = json!({"enabled": true, "tenantHeader": tenant});
+        })
+    };
+    assert!(
+        cache("X-Semantic-Router-Decision").contains("tenantHeader cannot be one of the router's"),
+        "{}",
+        cache("X-Semantic-Router-Decision")
+    );
+    assert_eq!(cache("x-team"), "");
+    assert_eq!(cache("authorization"), "");
+}
+
+#[test]
 fn crds_in_the_repository_match_the_types() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/semantic-router.yaml");
     let committed = std::fs::read_to_string(&path).expect("crds/semantic-router.yaml exists");

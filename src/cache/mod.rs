@@ -8,11 +8,13 @@
 //!   (numbers, negation, content words) on top of similarity.
 //! - [`redis`]: the same lookup over Redis vector search, shared by every replica; misses
 //!   within a deadline when Redis is slow or down.
-//! - [`backend`]: [`CacheBackend`], the one interface over both.
+//! - [`backend`]: [`CacheBackend`], the one interface over both; [`args`]: `run`'s flags that
+//!   choose and configure it.
 //! - [`answer`]: what is kept of a response (one assistant message), read from a JSON or SSE
 //!   chat completion, and written back as either.
 
 pub mod answer;
+pub mod args;
 pub mod backend;
 pub mod guard;
 pub mod redis;
@@ -20,6 +22,7 @@ pub mod store;
 
 pub use self::redis::{RedisCache, RedisCacheError, RedisConfig};
 pub use answer::{Answer, SseAnswer};
+pub use args::CacheArgs;
 pub use backend::CacheBackend;
 pub use guard::Fingerprint;
 pub use store::{CacheLimits, Hit, Pending, Scope, SemanticCache};

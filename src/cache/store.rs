@@ -260,8 +260,9 @@ impl SemanticCache {
             bytes,
         };
         let entries = inner.scopes.entry(scope).or_default();
+        // The fingerprint first: it tells most prompts apart without a dot product.
         let same = entries.iter().position(|e| {
-            dot(&e.embedding, &entry.embedding) >= SAME_PROMPT && e.fingerprint == entry.fingerprint
+            e.fingerprint == entry.fingerprint && dot(&e.embedding, &entry.embedding) >= SAME_PROMPT
         });
         let (added, freed) = match same {
             Some(i) => (0, std::mem::replace(&mut entries[i], entry).bytes),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::api::JailbreakAction;
-use crate::cache::{Fingerprint, Hit, Pending, Scope, SemanticCache};
+use crate::cache::{CacheBackend, Fingerprint, Hit, Pending, Scope};
 use crate::routing::{
     Labels, ModelFindings, ModelSignals, PoolBackend, Route, SharedTable, SignalValues, Target,
     Verdict,
@@ -116,7 +116,7 @@ pub struct Processor {
     table: SharedTable,
     picker: Arc<dyn EndpointPicker>,
     models: Arc<dyn ModelSignals>,
-    cache: Option<Arc<SemanticCache>>,
+    cache: Option<CacheBackend>,
 }
 
 /// Everything decided for one parsed request, before it becomes an [`Outcome`].
@@ -183,8 +183,8 @@ impl Processor {
     }
 
     /// Answers from (and fills) `cache` for routes that enable it.
-    pub fn with_cache(mut self, cache: Arc<SemanticCache>) -> Self {
-        self.cache = Some(cache);
+    pub fn with_cache(mut self, cache: impl Into<CacheBackend>) -> Self {
+        self.cache = Some(cache.into());
         self
     }
 
@@ -281,7 +281,8 @@ impl Processor {
         } else {
             let lookup = match use_cache {
                 UseCache::Yes if !text.trim().is_empty() => {
-                    self.cache_lookup(&route, verdict.target, parsed, &text, &findings)
+                    self.cache_lookup(&route, verdict.target, parsed, headers, &text, &findings)
+                        .await
                 }
                 _ => None,
             };
@@ -349,12 +350,14 @@ impl Processor {
 
     /// The semantic cache's answer for a request to `target`, or the miss to fill; `None`
     /// when the route does not cache or the request cannot be cached (no embedding of the
-    /// whole prompt, or not a conversation ending in a user message).
-    fn cache_lookup(
+    /// whole prompt, not a conversation ending in a user message, or no value for the route's
+    /// tenant header).
+    async fn cache_lookup(
         &self,
         route: &Route,
         target: &Target,
         parsed: &InferenceRequest,
+        headers: &HashMap<String, String>,
         text: &str,
         findings: &ModelFindings,
     ) -> Option<Lookup> {
@@ -362,20 +365,24 @@ impl Processor {
         let policy = route.cache.as_ref().filter(|c| c.enabled)?;
         let embedding = findings.embedding.clone()?;
         let context = parsed.cache_context()?;
-        let scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
+        let mut scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
+        if let Some(header) = &policy.tenant_header {
+            scope = scope.with_tenant(headers.get(header).filter(|v| !v.is_empty())?);
+        }
         let fingerprint = Fingerprint::of(text);
-        Some(
-            match cache.lookup(scope, &embedding, &fingerprint, policy.similarity_threshold) {
-                Some(hit) => Lookup::Hit(hit),
-                None => Lookup::Miss(Pending::new(
-                    cache.clone(),
-                    scope,
-                    embedding,
-                    fingerprint,
-                    Duration::from_secs(policy.ttl_seconds.into()),
-                )),
-            },
-        )
+        let hit = cache
+            .lookup(scope, &embedding, &fingerprint, policy.similarity_threshold)
+            .await;
+        Some(match hit {
+            Some(hit) => Lookup::Hit(hit),
+            None => Lookup::Miss(Pending::new(
+                cache.clone(),
+                scope,
+                embedding,
+                fingerprint,
+                Duration::from_secs(policy.ttl_seconds.into()),
+            )),
+        })
     }
 
     /// The first target, in order, whose pool can take the request, and its endpoints.
@@ -569,27 +576,80 @@ mod tests {
         }
     }
 
-    fn caching() -> Processor {
+    /// A processor with an in-memory cache on a route whose cache policy is `cache`.
+    fn caching_with(cache: &str) -> Processor {
         let r = route(
             "auto",
-            "match: {models: [auto]}\ncache: {enabled: true, similarityThreshold: 0.9}\ndefaultTarget: {pool: small, model: small}",
+            &format!(
+                "match: {{models: [auto]}}\ncache: {cache}\ndefaultTarget: {{pool: small, model: small}}"
+            ),
         );
         let table = SharedTable::default();
         table.publish(compile_all(two_pools(), vec![r]).table);
         Processor::new(table, Arc::new(PolicyPicker::default()), Arc::new(ByTopic)).with_cache(
-            Arc::new(SemanticCache::new(crate::cache::CacheLimits::default())),
+            Arc::new(crate::cache::SemanticCache::new(
+                crate::cache::CacheLimits::default(),
+            )),
         )
     }
 
+    fn caching() -> Processor {
+        caching_with("{enabled: true, similarityThreshold: 0.9}")
+    }
+
     async fn ask(p: &Processor, system: &str, prompt: &str, stream: bool) -> Outcome {
+        ask_with(p, &HashMap::new(), system, prompt, stream).await
+    }
+
+    async fn ask_with(
+        p: &Processor,
+        headers: &HashMap<String, String>,
+        system: &str,
+        prompt: &str,
+        stream: bool,
+    ) -> Outcome {
         let body = serde_json::json!({"model": "auto", "stream": stream, "messages": [
             {"role": "system", "content": system}, {"role": "user", "content": prompt}]});
         p.process(RequestView {
             kind: ApiKind::Chat,
-            headers: &HashMap::new(),
+            headers,
             body: body.to_string().as_bytes(),
         })
         .await
+    }
+
+    #[tokio::test]
+    async fn a_tenant_is_never_answered_from_another_tenants_cache() {
+        let p = caching_with("{enabled: true, similarityThreshold: 0.9, tenantHeader: X-Team}");
+        let team = |t: &str| HashMap::from([("x-team".to_owned(), t.to_owned())]);
+        let Outcome::Routed(first) = ask_with(&p, &team("a"), "", "capital of NC?", false).await
+        else {
+            panic!("the first request goes upstream")
+        };
+        first
+            .cache_fill
+            .expect("a miss to fill")
+            .fill(crate::cache::Answer {
+                model: "small".into(),
+                content: "Raleigh.".into(),
+                finish_reason: "stop".into(),
+            });
+        assert!(
+            matches!(
+                ask_with(&p, &team("a"), "", "capital of NC?", false).await,
+                Outcome::Cached(_)
+            ),
+            "the same tenant is served"
+        );
+        let Outcome::Routed(other) = ask_with(&p, &team("b"), "", "capital of NC?", false).await
+        else {
+            panic!("another tenant goes upstream")
+        };
+        assert!(other.cache_fill.is_some(), "and fills its own scope");
+        let Outcome::Routed(anonymous) = ask(&p, "", "capital of NC?", false).await else {
+            panic!("a request without the tenant header goes upstream")
+        };
+        assert!(anonymous.cache_fill.is_none(), "and is not cached");
     }
 
     #[tokio::test]

@@ -411,7 +411,11 @@ fn compile_route(
         spec.signals.jailbreak.clone(),
         decisions,
         default_target,
-        spec.cache.clone(),
+        spec.cache.clone().map(|mut cache| {
+            // Request headers are looked up by their lower-case names.
+            cache.tenant_header = cache.tenant_header.map(|h| h.to_ascii_lowercase());
+            cache
+        }),
     ))
 }
 

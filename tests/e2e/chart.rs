@@ -427,6 +427,82 @@ fn router_deployment_wires_health_grace_and_election() {
     );
 }
 
+#[test]
+fn redis_cache_values_wire_the_url_and_mount_the_password_and_ca() {
+    let docs = render(&[], false);
+    let args = args_of(router_container(&docs));
+    assert!(
+        args.contains(&"--cache-backend=memory".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--cache-max-entries=4096".to_owned()),
+        "{args:?}"
+    );
+
+    let docs = render(
+        &[
+            "router.semanticCache.backend=redis",
+            "router.semanticCache.redis.url=rediss://redis.cache.svc:6380",
+            "router.semanticCache.redis.passwordSecret.name=redis-auth",
+            "router.semanticCache.redis.passwordSecret.key=token",
+            "router.semanticCache.redis.caSecret.name=redis-ca",
+        ],
+        false,
+    );
+    let router = router_container(&docs);
+    let args = args_of(router);
+    for expected in [
+        "--cache-backend=redis",
+        "--cache-redis-url=rediss://redis.cache.svc:6380",
+        "--cache-redis-timeout-ms=5",
+        "--cache-redis-password-file=/var/run/secrets/semantic-router/redis-password/password",
+        "--cache-redis-ca-file=/var/run/secrets/semantic-router/redis-ca/ca.crt",
+    ] {
+        assert!(args.contains(&expected.to_owned()), "{expected}: {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--cache-max-")),
+        "{args:?}"
+    );
+    let pod = &find(&docs, "Deployment", &full_name())["spec"]["template"]["spec"];
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("a {name} volume: {pod}"))
+            .clone()
+    };
+    assert_eq!(
+        volume("redis-password")["secret"],
+        json!({"secretName": "redis-auth", "items": [{"key": "token", "path": "password"}]})
+    );
+    assert_eq!(volume("redis-ca")["secret"]["secretName"], "redis-ca");
+    let mounts = router["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == "redis-password"
+        && m["mountPath"] == "/var/run/secrets/semantic-router/redis-password"
+        && m["readOnly"] == true));
+
+    // Without a URL, or with a password in it, the chart refuses to render.
+    for bad in [
+        vec!["router.semanticCache.backend=redis"],
+        vec![
+            "router.semanticCache.backend=redis",
+            "router.semanticCache.redis.url=redis://:hunter2@redis:6379",
+        ],
+    ] {
+        let out = render_raw(&bad, false);
+        assert!(!out.status.success(), "{bad:?} rendered");
+        assert!(
+            text(&out).contains("/router/semanticCache/redis/url"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
 /// Writes the bundled Envoy's rendered config to a file and runs `envoy --mode validate`.
 #[test]
 fn bundled_envoy_config_is_valid_for_envoy() {
@@ -809,6 +885,7 @@ async fn the_router_as_the_chart_runs_it() {
         listen_port: free_port(),
         admin_port: free_port(),
         ext_proc_addr: running.extproc,
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![sim.addr],
         passthrough: sim.addr,
         gateway_clusters: Vec::new(),

@@ -419,6 +419,7 @@ async fn a_policy_applied_with_kubectl_routes_requests_through_envoy() {
         listen_port: free_port(),
         admin_port: free_port(),
         ext_proc_addr: router.extproc,
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![small.addr, large.addr],
         passthrough: small.addr,
         gateway_clusters: Vec::new(),

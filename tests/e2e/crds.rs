@@ -583,6 +583,27 @@ async fn unknown_reasoning_family_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_cache_tenant_header_of_the_routers_own_is_rejected() {
+    let (_server, client) = server_with_crds().await;
+    let mut r = route();
+    r["spec"]["cache"] = json!({"enabled": true, "tenantHeader": "X-Semantic-Router-Decision"});
+    assert_rejected(
+        &client,
+        r,
+        &[
+            "spec.cache",
+            "tenantHeader cannot be one of the router's own x-semantic-router-* headers",
+        ],
+    )
+    .await;
+    let mut r = route();
+    r["spec"]["cache"] = json!({"enabled": true, "tenantHeader": "authorization"});
+    create(&client, &r)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{r:#}"));
+}
+
+#[tokio::test]
 async fn threshold_above_one_is_rejected() {
     let (_server, client) = server_with_crds().await;
     let mut r = route();

@@ -22,7 +22,7 @@ pub(crate) struct Stack {
     pub(crate) client: reqwest::Client,
 }
 
-fn write_policy(dir: &Path, small: &Sim, large: &Sim, a100: &Sim) {
+pub(crate) fn write_policy(dir: &Path, small: &Sim, large: &Sim, a100: &Sim) {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
     let pools = std::fs::read_to_string(samples.join("pools.yaml"))
         .unwrap()
@@ -70,6 +70,7 @@ impl Stack {
             listen_port: free_port(),
             admin_port: free_port(),
             ext_proc_addr: router.extproc,
+            ext_proc_replicas: Vec::new(),
             endpoints: vec![small.addr, large.addr, a100.addr],
             passthrough: small.addr,
             gateway_clusters: Vec::new(),

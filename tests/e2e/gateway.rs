@@ -14,6 +14,7 @@ async fn a_gateway_pool_hands_the_request_to_its_cluster_with_the_model_chosen()
         listen_port: free_port(),
         admin_port: free_port(),
         ext_proc_addr: local.addr,
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![behind_gateway.addr],
         passthrough: local.addr,
         // The stand-in gateway's own route matches the header the router set, as an llm-d
@@ -62,6 +63,7 @@ spec:
         listen_port: free_port(),
         admin_port: free_port(),
         ext_proc_addr: router.extproc,
+        ext_proc_replicas: Vec::new(),
         endpoints: vec![local.addr],
         passthrough: local.addr,
         gateway_clusters: vec![("llm-d-east".to_owned(), gateway.listen_addr())],

@@ -1,4 +1,4 @@
-//! End-to-end tests against real parts (API server, kubectl, Envoy). Install them first with
+//! End-to-end tests against real parts (API server, kubectl, Envoy, Redis). Install them first with
 //! `make tools` (hack/install-tools.sh).
 
 mod buffered;
@@ -11,4 +11,5 @@ mod hostile;
 mod leader;
 mod picking;
 mod semantic;
+mod shared_cache;
 mod support;

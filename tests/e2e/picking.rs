@@ -101,6 +101,7 @@ fn envoy_config(router: &Router, endpoints: &[SocketAddr]) -> EnvoyConfig {
         listen_port: free_port(),
         admin_port: free_port(),
         ext_proc_addr: router.extproc,
+        ext_proc_replicas: Vec::new(),
         endpoints: endpoints.to_vec(),
         passthrough: endpoints[0],
         gateway_clusters: Vec::new(),

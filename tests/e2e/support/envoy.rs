@@ -7,6 +7,7 @@
 //!     listen_port: free_port(),
 //!     admin_port: free_port(),
 //!     ext_proc_addr: router_grpc_addr,
+//!     ext_proc_replicas: vec![],
 //!     endpoints: vec![backend_a, backend_b],
 //!     passthrough: backend_a,
 //!     gateway_clusters: vec![],
@@ -45,6 +46,9 @@ pub struct EnvoyConfig {
     pub admin_port: u16,
     /// The router's ext_proc gRPC server (h2c). Unused when `with_ext_proc` is false.
     pub ext_proc_addr: SocketAddr,
+    /// More routers beside `ext_proc_addr` (replicas): Envoy spreads ext_proc streams over
+    /// all of them, round robin.
+    pub ext_proc_replicas: Vec<SocketAddr>,
     /// Every endpoint a `x-gateway-destination-endpoint` may name; the override_host
     /// policy only routes to addresses listed here (anything else gets a 503).
     pub endpoints: Vec<SocketAddr>,
@@ -185,6 +189,16 @@ pub fn render_config(cfg: &EnvoyConfig) -> String {
                 }
                 continue;
             }
+            // The ext_proc endpoint line, once per router.
+            trimmed if !trimmed.starts_with('#') && line.contains("${EXT_PROC_ADDRESS}") => {
+                for addr in std::iter::once(&cfg.ext_proc_addr).chain(&cfg.ext_proc_replicas) {
+                    let endpoint = line
+                        .replace("${EXT_PROC_ADDRESS}", &addr.ip().to_string())
+                        .replace("${EXT_PROC_PORT}", &addr.port().to_string());
+                    let _ = writeln!(out, "{endpoint}");
+                }
+                continue;
+            }
             _ => {}
         }
         out.push_str(line);
@@ -200,8 +214,6 @@ pub fn render_config(cfg: &EnvoyConfig) -> String {
     let rendered = out
         .replace("${LISTEN_PORT}", &cfg.listen_port.to_string())
         .replace("${ADMIN_PORT}", &cfg.admin_port.to_string())
-        .replace("${EXT_PROC_ADDRESS}", &cfg.ext_proc_addr.ip().to_string())
-        .replace("${EXT_PROC_PORT}", &cfg.ext_proc_addr.port().to_string())
         .replace("${PASSTHROUGH_ADDRESS}", &cfg.passthrough.ip().to_string())
         .replace("${PASSTHROUGH_PORT}", &cfg.passthrough.port().to_string())
         .replace("${ENDPOINTS}", &endpoints);

@@ -3,6 +3,8 @@
 
 pub mod apiserver;
 pub mod envoy;
+#[path = "../../support/redis.rs"]
+pub mod redis;
 pub mod stack;
 
 use std::future::Future;

@@ -14,15 +14,15 @@
 //! answers an error, counted by kind. Writes go through a bounded queue drained by a
 //! background task; a full queue drops the write and counts it. The client reconnects by
 //! itself once Redis is back. The password is read from a file or an environment variable,
-//! never from the URL, and is never printed (`Debug` redacts it).
+//! never from the URL, and is never printed (`Debug` redacts it). `rediss://` URLs speak TLS
+//! (rustls), trusting the system's roots or [`RedisConfig::ca_file`].
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, IntoConnectionInfo, Value};
+use ::redis::{Client, IntoConnectionInfo, TlsCertificates, Value};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,117 +35,11 @@ use super::answer::Answer;
 use super::guard::Fingerprint;
 use super::store::{Hit, Scope};
 
-/// Why a Redis cache call failed or could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisCacheError {
-    /// The URL does not parse.
-    #[error("the Redis URL does not parse: {0}")]
-    Url(String),
-    /// The URL carries a password, which would end up in process listings and logs.
-    #[error(
-        "the Redis URL carries a password: give it in a file or an environment variable instead"
-    )]
-    PasswordInUrl,
-    /// The password file cannot be read.
-    #[error("cannot read the Redis password file {path}: {source}")]
-    PasswordFile {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The password variable is not set (or not UTF-8).
-    #[error("the environment variable {0} holding the Redis password is not set")]
-    PasswordEnv(String),
-    /// Redis did not answer within the deadline.
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Redis (or the connection to it) failed.
-    #[error("Redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    /// Redis answered something a search does not return.
-    #[error("Redis answered FT.SEARCH with an unexpected reply")]
-    Reply,
-}
+mod config;
+mod reply;
 
-impl RedisCacheError {
-    /// The metric label of the error's kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Url(_)
-            | Self::PasswordInUrl
-            | Self::PasswordFile { .. }
-            | Self::PasswordEnv(_) => "config",
-            Self::Timeout(_) => "timeout",
-            Self::Redis(_) => "redis",
-            Self::Reply => "reply",
-        }
-    }
-}
-
-/// A password that is never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// How to reach Redis and how long to wait for it.
-#[derive(Clone, Debug)]
-pub struct RedisConfig {
-    /// `redis://host:port[/db]` or `rediss://` for TLS; no password in it.
-    pub url: String,
-    /// The password (see [`password_from_file`](Self::password_from_file),
-    /// [`password_from_env`](Self::password_from_env)).
-    pub password: Option<Secret>,
-    /// Prefix of every key and index name.
-    pub key_prefix: String,
-    /// Deadline of one lookup (index creation included); a miss when it passes.
-    pub call_timeout: Duration,
-    /// Deadline of one background write.
-    pub write_timeout: Duration,
-    /// Writes waiting at most; more are dropped (and counted).
-    pub write_queue: usize,
-    /// Nearest neighbours asked for per lookup (the guard may refuse the nearest).
-    pub candidates: usize,
-}
-
-impl RedisConfig {
-    /// Defaults for `url`: prefix `semantic-router:`, 5 ms lookups, 250 ms writes, 1024
-    /// queued writes, 4 candidates.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            password: None,
-            key_prefix: "semantic-router:".to_owned(),
-            call_timeout: Duration::from_millis(5),
-            write_timeout: Duration::from_millis(250),
-            write_queue: 1024,
-            candidates: 4,
-        }
-    }
-
-    /// The password from the first line of a file (e.g. a mounted Secret).
-    pub fn password_from_file(mut self, path: &Path) -> Result<Self, RedisCacheError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| RedisCacheError::PasswordFile {
-                path: path.display().to_string(),
-                source,
-            })?;
-        self.password = Some(Secret(text.lines().next().unwrap_or("").to_owned()));
-        Ok(self)
-    }
-
-    /// The password from an environment variable.
-    pub fn password_from_env(mut self, var: &str) -> Result<Self, RedisCacheError> {
-        let value = std::env::var(var).map_err(|_| RedisCacheError::PasswordEnv(var.to_owned()))?;
-        self.password = Some(Secret(value));
-        Ok(self)
-    }
-}
+pub use config::{RedisCacheError, RedisConfig, Secret};
+use reply::{documents, vector_bytes};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -215,13 +109,27 @@ impl RedisCache {
             return Err(RedisCacheError::PasswordInUrl);
         }
         let info = match &config.password {
-            Some(Secret(p)) => {
-                let settings = info.redis_settings().clone().set_password(p);
+            Some(secret) => {
+                let settings = info.redis_settings().clone().set_password(secret.reveal());
                 info.set_redis_settings(settings)
             }
             None => info,
         };
-        let client = Client::open(info).map_err(|e| RedisCacheError::Url(e.to_string()))?;
+        let client = match &config.ca_file {
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|source| RedisCacheError::CaFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let roots = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Client::build_with_tls(info, roots)
+            }
+            None => Client::open(info),
+        }
+        .map_err(|e| RedisCacheError::Url(e.to_string()))?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(config.write_timeout.max(config.call_timeout)))
@@ -534,76 +442,6 @@ fn says(e: &::redis::RedisError, words: &[&str]) -> bool {
     words.iter().all(|w| text.contains(w))
 }
 
-struct Document {
-    dist: f32,
-    answer: Answer,
-    fingerprint: Fingerprint,
-    expires: u64,
-}
-
-/// The documents of an `FT.SEARCH` reply (`[total, key, [field, value, ...], ...]`), in
-/// order; one whose fields do not read is skipped.
-fn documents(reply: &Value) -> Result<Vec<Document>, RedisCacheError> {
-    let Value::Array(items) = reply else {
-        return Err(RedisCacheError::Reply);
-    };
-    let mut out = Vec::new();
-    for fields in items.iter().skip(2).step_by(2) {
-        let Value::Array(fields) = fields else {
-            return Err(RedisCacheError::Reply);
-        };
-        let (mut dist, mut answer, mut fp, mut expires) = (None, None, None, None);
-        for pair in fields.chunks(2) {
-            let [name, value] = pair else { continue };
-            let (Some(name), Some(value)) = (text(name), text(value)) else {
-                continue;
-            };
-            match name.as_str() {
-                "dist" => dist = value.parse::<f32>().ok(),
-                "answer" => answer = read_answer(&value),
-                "fp" => fp = Fingerprint::from_json(&value),
-                "expires" => expires = value.parse::<u64>().ok(),
-                _ => {}
-            }
-        }
-        if let (Some(dist), Some(answer), Some(fingerprint), Some(expires)) =
-            (dist, answer, fp, expires)
-        {
-            out.push(Document {
-                dist,
-                answer,
-                fingerprint,
-                expires,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Double(d) => Some(d.to_string()),
-        _ => None,
-    }
-}
-
-fn read_answer(text: &str) -> Option<Answer> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    Some(Answer {
-        model: v.get("model")?.as_str()?.to_owned(),
-        content: v.get("content")?.as_str()?.to_owned(),
-        finish_reason: v.get("finish_reason")?.as_str()?.to_owned(),
-    })
-}
-
-/// An embedding as RediSearch's FLOAT32 vector: little-endian bytes.
-fn vector_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -612,70 +450,4 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_password_is_never_printed_nor_taken_from_the_url() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("password");
-        std::fs::write(&file, "hunter2\n").expect("write");
-        let config = RedisConfig::new("redis://127.0.0.1:1")
-            .password_from_file(&file)
-            .expect("read");
-        assert_eq!(config.password, Some(Secret("hunter2".into())));
-        assert!(!format!("{config:?}").contains("hunter2"));
-        let err = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                RedisCache::connect(RedisConfig::new("redis://:hunter2@127.0.0.1:1")).err()
-            });
-        assert!(
-            matches!(err, Some(RedisCacheError::PasswordInUrl)),
-            "{err:?}"
-        );
-        assert!(matches!(
-            RedisConfig::new("redis://x").password_from_env("SEMANTIC_ROUTER_NO_SUCH_VAR"),
-            Err(RedisCacheError::PasswordEnv(_))
-        ));
-    }
-
-    #[test]
-    fn a_search_reply_reads_in_order_and_skips_what_does_not_read() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let fp = Fingerprint::of("capital of NC").to_json();
-        let doc = |dist: &str, content: &str| {
-            Value::Array(vec![
-                bulk("dist"),
-                bulk(dist),
-                bulk("answer"),
-                bulk(&format!(
-                    r#"{{"model":"m","content":"{content}","finish_reason":"stop"}}"#
-                )),
-                bulk("fp"),
-                bulk(&fp),
-                bulk("expires"),
-                bulk("99"),
-            ])
-        };
-        let reply = Value::Array(vec![
-            Value::Int(3),
-            bulk("k1"),
-            doc("0.01", "Raleigh."),
-            bulk("k2"),
-            Value::Array(vec![bulk("dist"), bulk("0.2")]),
-            bulk("k3"),
-            doc("0.3", "Columbia."),
-        ]);
-        let docs = documents(&reply).expect("reads");
-        let contents: Vec<&str> = docs.iter().map(|d| d.answer.content.as_str()).collect();
-        assert_eq!(contents, ["Raleigh.", "Columbia."]);
-        assert!((docs[0].dist - 0.01).abs() < 1e-6);
-        assert!(documents(&Value::Okay).is_err());
-    }
 }
