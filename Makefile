@@ -32,7 +32,8 @@ crds:
 ## real Envoy against a do-nothing floor (benches/hop/), allocations per rules-only request in
 ## the ext_proc service (benches/allocs.rs), endpoint picking (benches/picking.rs), the MiniLM
 ## signal path against a bare Candle forward pass (benches/classify.rs), and semantic-cache
-## lookups in memory against Redis at 1k/10k/100k entries (benches/cache.rs).
+## lookups in memory against Redis at 1k/10k/100k entries (benches/cache.rs), and a cache hit
+## and miss through Envoy and the router, in memory and in Redis (benches/cache_hop.rs).
 bench:
 	$(CARGO) build --release --bin semantic-router
 	$(CARGO) bench --bench hop
@@ -40,6 +41,7 @@ bench:
 	$(CARGO) bench --bench picking
 	$(CARGO) bench --bench classify
 	$(CARGO) bench --bench cache
+	$(CARGO) bench --bench cache_hop
 
 ## Type-check the `cuda` feature on a machine without a GPU or a system CUDA toolkit: NVIDIA's
 ## CUDA 13.4 compiler from PyPI into .venv-cuda, then `cargo check --features cuda`

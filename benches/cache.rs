@@ -10,9 +10,6 @@
 //! `CACHE_LOOKUPS` (per client, 400), `CACHE_LOAD_SECS` (most seconds to load Redis per size,
 //! 120). Every loop is bounded in count and time. Prints numbers, asserts nothing.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +55,11 @@ fn answer() -> Answer {
     }
 }
 
+/// The guard's fingerprint of stored prompt `i` (each differs, as real prompts do).
+fn fingerprint(i: usize) -> Fingerprint {
+    Fingerprint::of(&format!("What is the answer to question number {i}?"))
+}
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -89,14 +91,15 @@ async fn measure(
             let (cache, stored) = (cache.clone(), stored.clone());
             tokio::spawn(async move {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
-                let fp = Fingerprint::default();
                 let mut out = Vec::with_capacity(per_client);
                 let mut hits = 0;
                 for i in 0..per_client {
                     if Instant::now() > deadline {
                         break;
                     }
-                    let query = near(&stored[(i * 7919 + c * 104_729) % stored.len()], &mut rng);
+                    let target = (i * 7919 + c * 104_729) % stored.len();
+                    let query = near(&stored[target], &mut rng);
+                    let fp = fingerprint(target);
                     let started = Instant::now();
                     let hit = cache.lookup(scope, &query, &fp, 0.9).await;
                     out.push(started.elapsed());
@@ -128,61 +131,10 @@ fn report(backend: &str, size: usize, clients: usize, (lat, hits): &(Vec<Duratio
     );
 }
 
-/// A redis-server on 127.0.0.1 without persistence, stopped by pid when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+#[path = "../tests/support/redis.rs"]
+mod redis_server;
 
-impl Redis {
-    fn start() -> Self {
-        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/redis");
-        assert!(
-            tools.join("bin/redis-server").is_file(),
-            "{} has no bin/redis-server: run `make tools`",
-            tools.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let child = Command::new(tools.join("bin/redis-server"))
-            .env(
-                "LD_LIBRARY_PATH",
-                tools.join("ssl/usr/lib/x86_64-linux-gnu"),
-            )
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--loadmodule")
-            .arg(tools.join("lib/redisearch.so"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use redis_server::Redis;
 
 fn writes(cache: &RedisCache) -> usize {
     let mut registry = Registry::default();
@@ -218,15 +170,14 @@ async fn main() {
             max_entries: size,
             max_bytes: usize::MAX,
         }));
-        for v in stored.iter() {
-            memory.insert(
-                scope,
-                v.clone().into(),
-                Fingerprint::default(),
-                answer(),
-                ttl,
-            );
+        let started = Instant::now();
+        for (i, v) in stored.iter().enumerate() {
+            memory.insert(scope, v.clone().into(), fingerprint(i), answer(), ttl);
         }
+        println!(
+            "memory  {size:>7} entries: loaded in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let memory = CacheBackend::from(memory);
         for clients in [1, 8] {
             let r = measure(&memory, scope, &stored, clients, per_client, measure_limit).await;
@@ -238,7 +189,7 @@ async fn main() {
             call_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             write_queue: size + 1,
-            ..RedisConfig::new(format!("redis://127.0.0.1:{}", redis.port))
+            ..RedisConfig::new(redis.url())
         };
         let cache = match RedisCache::connect(config) {
             Ok(cache) => Arc::new(cache),
@@ -248,14 +199,8 @@ async fn main() {
             }
         };
         let started = Instant::now();
-        for v in stored.iter() {
-            cache.insert(
-                scope,
-                v.clone().into(),
-                Fingerprint::default(),
-                answer(),
-                ttl,
-            );
+        for (i, v) in stored.iter().enumerate() {
+            cache.insert(scope, v.clone().into(), fingerprint(i), answer(), ttl);
         }
         while writes(&cache) < size && started.elapsed() < load_limit {
             tokio::time::sleep(Duration::from_millis(50)).await;

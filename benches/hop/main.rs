@@ -34,9 +34,10 @@
 //! little of the two cores from Envoy and the processors as it can.
 //!
 //! One module a job: `workload` (the request, the backend's answer, the router's policy),
-//! `backend`, `floor` (the do-nothing ext_proc), `router` (the router process), `load` (the
-//! HTTP client and the open- and closed-loop generators), `measure` (one configuration's
-//! phases and their statistics), `cpu` (CPU time from /proc) and `report` (what is printed).
+//! `backend`, `floor` (the do-nothing ext_proc), `router` (the router process), `release`
+//! (which binary), `load` (the HTTP client and the open- and closed-loop generators),
+//! `measure` (one configuration's phases and their statistics), `cpu` (CPU time from /proc)
+//! and `report` (what is printed).
 
 #[path = "../../tests/e2e/support/envoy.rs"]
 mod envoy;
@@ -48,6 +49,7 @@ mod cpu;
 mod floor;
 mod load;
 mod measure;
+mod release;
 mod report;
 mod router;
 mod workload;
@@ -64,8 +66,9 @@ use cpu::CpuOf;
 use floor::{FLOOR_THREAD, start_floor};
 use load::raw_request;
 use measure::{Config, Kind, Stat, measure};
+use release::router_bin;
 use report::{print_measured, print_round_header};
-use router::{router_bin, start_router};
+use router::start_router;
 use workload::chat_body;
 
 /// The knobs, from the environment.

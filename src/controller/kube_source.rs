@@ -193,6 +193,15 @@ impl KubeSource {
                     Ok(_) => {
                         let _ = changed.try_send(());
                     }
+                    Err(e) if not_served(&e) => {
+                        on_error();
+                        tracing::warn!(
+                            kind,
+                            "the API server does not serve {kind}: is its CRD installed? Install \
+                             ours with `kubectl apply --server-side -f crds/semantic-router.yaml` \
+                             (the Helm chart ships them too); retrying, and not ready until it is"
+                        );
+                    }
                     Err(e) => {
                         on_error();
                         tracing::warn!(
@@ -366,16 +375,35 @@ where
     }
 }
 
+/// Whether a watch failed because the API server does not serve the resource at all (404 on
+/// the list: its CRD is not installed).
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+        _ => false,
+    }
+}
+
 /// Watch retry delays: 100 ms doubling to 5 s, so a returning API server is noticed within
-/// seconds; reset after a successful event.
+/// seconds. They start over once no error has come for [`QUIET`]; not on the stream's `Ok`
+/// items, because the watcher yields one (`Init`) before every relist attempt, which would
+/// retry a failing list (a missing CRD) ten times a second for ever.
 struct RetryBackoff {
     next: Duration,
+    last_error: Option<std::time::Instant>,
 }
+
+/// How long without a watch error before retry delays start over from the shortest.
+const QUIET: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
 impl Default for RetryBackoff {
     fn default() -> Self {
         Self {
-            next: Duration::from_millis(100),
+            next: FIRST_RETRY,
+            last_error: None,
         }
     }
 }
@@ -384,22 +412,31 @@ impl Iterator for RetryBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        if self.last_error.is_some_and(|last| now - last > QUIET) {
+            self.next = FIRST_RETRY;
+        }
+        self.last_error = Some(now);
         let current = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
+        self.next = (self.next * 2).min(LONGEST_RETRY);
         Some(current)
     }
 }
 
 impl Backoff for RetryBackoff {
-    fn reset(&mut self) {
-        *self = Self::default();
-    }
+    /// Ignored: see [`RetryBackoff`].
+    fn reset(&mut self) {}
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+    use kube::runtime::utils::Backoff;
     use serde::Deserialize;
+
+    use super::{FIRST_RETRY, LONGEST_RETRY, RetryBackoff};
 
     fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
         rules.iter().any(|r| {
@@ -475,6 +512,19 @@ mod tests {
             );
         }
         assert!(!allows(&cluster, "events.k8s.io", "events", "delete"));
+    }
+
+    #[test]
+    fn retries_back_off_even_though_the_watcher_resets_before_each_relist() {
+        let mut backoff = RetryBackoff::default();
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            delays.push(backoff.next().expect("retries for ever"));
+            backoff.reset();
+        }
+        assert_eq!(delays[0], FIRST_RETRY);
+        assert_eq!(delays[3], Duration::from_millis(800));
+        assert_eq!(delays[7], LONGEST_RETRY);
     }
 
     #[test]

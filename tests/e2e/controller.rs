@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::stack::Router;
-use crate::support::{ApiServer, eventually, install_crds, repo_root};
+use crate::support::{ApiServer, eventually, install_crds, poll_until, repo_root};
 
 const POOLS: &str = r#"
 apiVersion: semantic-router.io/v1alpha1
@@ -59,6 +59,12 @@ ports: [{port: 8000}]
 pub(crate) async fn cluster() -> ApiServer {
     let server = ApiServer::start().await;
     install_crds(&server.client()).await;
+    install_builtin_kinds(&server).await;
+    server
+}
+
+/// The built-in kinds the controller watches (served by CRDs on the test API server).
+async fn install_builtin_kinds(server: &ApiServer) {
     let builtin = repo_root().join("tests/e2e/crds/builtin.yaml");
     server
         .kubectl_ok(&["apply", "--server-side", "-f", builtin.to_str().unwrap()])
@@ -73,7 +79,30 @@ pub(crate) async fn cluster() -> ApiServer {
             "crd/events.events.k8s.io",
         ])
         .await;
-    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_our_crds_the_router_says_how_to_install_them_and_starts_once_they_are() {
+    let server = ApiServer::start().await;
+    install_builtin_kinds(&server).await;
+    let mut router = Router::launch_kube(server.kubeconfig(), &["--no-leader-election"]);
+    let explained = poll_until(Duration::from_secs(30), || async {
+        router
+            .process
+            .logs()
+            .contains("kubectl apply --server-side -f crds/semantic-router.yaml")
+    })
+    .await;
+    let logs = router.process.logs();
+    assert!(explained, "no word of the missing CRDs:\n{logs}");
+    assert!(
+        logs.contains("does not serve SemanticRoute") || logs.contains("does not serve ModelPool"),
+        "{logs}"
+    );
+    assert!(!router.is_ready(), "not ready without the CRDs");
+
+    install_crds(&server.client()).await;
+    router.wait_ready();
 }
 
 /// `kubectl apply --server-side` of a YAML text.

@@ -13,3 +13,4 @@ mod picking;
 mod semantic;
 mod shared_cache;
 mod support;
+mod swaps;

@@ -202,17 +202,41 @@ impl Router {
         Self::spawn(command)
     }
 
-    fn spawn(mut command: Command) -> Self {
+    /// Starts the router watching the API server of `kubeconfig` without waiting for it to
+    /// be ready (see [`Router::wait_ready`]).
+    pub fn launch_kube(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
+        command.arg("run").env("KUBECONFIG", kubeconfig).args(extra);
+        Self::launch(command)
+    }
+
+    /// Waits (at most 20 s) until `/readyz` answers 2xx; panics with the logs otherwise.
+    pub fn wait_ready(&mut self) {
+        let url = format!("http://{}/readyz", self.admin);
+        self.process
+            .wait_for("router", || http::blocking_get_ok(&url));
+    }
+
+    /// Whether `/readyz` answers 2xx now.
+    pub fn is_ready(&self) -> bool {
+        http::blocking_get_ok(&format!("http://{}/readyz", self.admin))
+    }
+
+    fn spawn(command: Command) -> Self {
+        let mut router = Self::launch(command);
+        router.wait_ready();
+        router
+    }
+
+    fn launch(mut command: Command) -> Self {
         let extproc = free_addr();
         let admin = free_addr();
-        let mut process = Process::spawn(
+        let process = Process::spawn(
             "router",
             command
                 .args(["--extproc-listen", &extproc.to_string()])
                 .args(["--admin-listen", &admin.to_string()]),
         );
-        let url = format!("http://{admin}/readyz");
-        process.wait_for("router", || http::blocking_get_ok(&url));
         Self {
             extproc,
             admin,

@@ -1,0 +1,138 @@
+//! Policy swaps under load: steady traffic through real Envoy and the router while the
+//! manifests directory is rewritten 100 times, alternating two policies that send the same
+//! prompt to different models. No request fails, and every response is consistent with one of
+//! the two tables: the decision's headers, the model server that answered and the model named
+//! in the body it was sent all agree.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::dataplane::{Stack, ask, header};
+
+const SMALL: &str = "  defaultTarget:\n    pool: qwen3-small\n    model: Qwen/Qwen3-1.7B\n    reasoning: {enabled: false}";
+const LARGE: &str = "  defaultTarget:\n    pool: qwen3-large-h100\n    model: Qwen/Qwen3-30B-A3B\n    reasoning: {enabled: true}";
+
+/// What one response said about where it went.
+struct Seen {
+    status: u16,
+    server: String,
+    model: String,
+    reasoning: String,
+    sent_model: String,
+}
+
+impl Seen {
+    /// Decided, sent and answered under one table: the small model with reasoning off, or
+    /// the large one with it on.
+    fn consistent(&self) -> bool {
+        let one = |server: &str, model: &str, reasoning: &str| {
+            self.server == server
+                && self.model == model
+                && self.sent_model == model
+                && self.reasoning == reasoning
+        };
+        one("small", "Qwen/Qwen3-1.7B", "off") || one("large", "Qwen/Qwen3-30B-A3B", "on")
+    }
+}
+
+/// Sends requests until `stop` (at most 3000, at most 60 s).
+async fn drive(url: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !stop.load(Ordering::Relaxed) && seen.len() < 3000 && Instant::now() < deadline {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(ask("auto", "Tell me a joke about penguins").to_string())
+            .send()
+            .await;
+        let Ok(response) = response else {
+            seen.push(Seen {
+                status: 0,
+                server: String::new(),
+                model: String::new(),
+                reasoning: String::new(),
+                sent_model: String::new(),
+            });
+            continue;
+        };
+        let status = response.status().as_u16();
+        let server = header(&response, "x-sim-name").to_owned();
+        let model = header(&response, "x-semantic-router-model").to_owned();
+        let reasoning = header(&response, "x-semantic-router-reasoning").to_owned();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        seen.push(Seen {
+            status,
+            server,
+            model,
+            reasoning,
+            sent_model: body["model"].as_str().unwrap_or_default().to_owned(),
+        });
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables() {
+    let stack = Stack::start(&[]);
+    let route = stack.manifests.path().join("route.yaml");
+    let small = std::fs::read_to_string(&route).unwrap();
+    assert!(small.contains(SMALL), "the sample's default target moved");
+    let large = small.replace(SMALL, LARGE);
+    let generation = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("semantic_router_routing_table_generation "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = generation(&stack.router.metrics().await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("{}/v1/chat/completions", stack.envoy.url());
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(drive(url.clone(), stop.clone())))
+        .collect();
+    // Each swap is a whole file renamed into place, as `kubectl`-free GitOps tools write.
+    let staged = stack.manifests.path().join(".route.yaml.next");
+    for swap in 0..100 {
+        let text = if swap % 2 == 0 { &large } else { &small };
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &route).unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for client in clients {
+        seen.extend(client.await.expect("client task"));
+    }
+
+    let failed = seen.iter().filter(|s| s.status != 200).count();
+    let mixed: Vec<String> = seen
+        .iter()
+        .filter(|s| s.status == 200 && !s.consistent())
+        .map(|s| format!("{} {} {} {}", s.server, s.model, s.reasoning, s.sent_model))
+        .collect();
+    let on_large = seen.iter().filter(|s| s.server == "large").count();
+    let swaps = generation(&stack.router.metrics().await) - before;
+    eprintln!(
+        "policy swaps under load: {} requests, {failed} failed, {} mixed, {on_large} on the \
+         large model, {swaps} tables published",
+        seen.len(),
+        mixed.len()
+    );
+    assert_eq!(failed, 0, "{}", stack.logs());
+    assert!(mixed.is_empty(), "responses mixing two tables: {mixed:?}");
+    assert!(
+        on_large > 0 && on_large < seen.len(),
+        "both tables served traffic"
+    );
+    assert!(swaps >= 10.0, "the swaps reached the router: {swaps}");
+    // The last file written is the small policy; the router ends on it.
+    let last = stack.chat(ask("auto", "Tell me a joke"), &[]).await;
+    assert_eq!(header(&last, "x-sim-name"), "small");
+}
