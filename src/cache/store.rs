@@ -81,6 +81,9 @@ impl Default for CacheLimits {
 struct Entry {
     embedding: Arc<[f32]>,
     fingerprint: Fingerprint,
+    /// A hash of `fingerprint`, so finding a near-identical prompt to replace rarely
+    /// compares more than a number per entry.
+    fingerprint_hash: u64,
     answer: Arc<Answer>,
     expires: Instant,
     last_used: u64,
@@ -253,6 +256,7 @@ impl SemanticCache {
         inner.clock += 1;
         let entry = Entry {
             embedding,
+            fingerprint_hash: hash_of(&fingerprint),
             fingerprint,
             answer: Arc::new(answer),
             expires: now + ttl,
@@ -260,9 +264,10 @@ impl SemanticCache {
             bytes,
         };
         let entries = inner.scopes.entry(scope).or_default();
-        // The fingerprint first: it tells most prompts apart without a dot product.
         let same = entries.iter().position(|e| {
-            e.fingerprint == entry.fingerprint && dot(&e.embedding, &entry.embedding) >= SAME_PROMPT
+            e.fingerprint_hash == entry.fingerprint_hash
+                && e.fingerprint == entry.fingerprint
+                && dot(&e.embedding, &entry.embedding) >= SAME_PROMPT
         });
         let (added, freed) = match same {
             Some(i) => (0, std::mem::replace(&mut entries[i], entry).bytes),
@@ -385,6 +390,11 @@ impl Pending {
 
 /// Similarity at which two prompts count as the same (one entry replaces the other).
 const SAME_PROMPT: f32 = 0.9999;
+
+fn hash_of(fingerprint: &Fingerprint) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(fingerprint)
+}
 
 /// Cosine similarity of unit vectors.
 fn dot(a: &[f32], b: &[f32]) -> f32 {

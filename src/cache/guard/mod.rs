@@ -46,7 +46,7 @@ use words::{
 };
 
 /// What a prompt asks about, as the guard compares it; computed once per prompt.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// Normalised content words.
     words: BTreeSet<String>,
