@@ -228,6 +228,20 @@ async fn status_is_honest_and_tracks_generation() {
     let server = cluster().await;
     let _router = router(&server);
     apply(&server, POOLS).await;
+    // The route only once the router has seen the pools: applied together, the route can
+    // reach the router's watch first and be (rightly) unresolved for a moment, with Events.
+    eventually("the pools seen", Duration::from_secs(10), || async {
+        let (small, large) = (
+            get(&server, "modelpool/small").await,
+            get(&server, "modelpool/large").await,
+        );
+        [small, large].iter().all(|pool| {
+            condition(pool, "Ready")["reason"]
+                .as_str()
+                .is_some_and(|r| r != "Pending")
+        })
+    })
+    .await;
     apply(&server, ROUTE).await;
 
     eventually(
