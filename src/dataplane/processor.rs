@@ -363,12 +363,14 @@ impl Processor {
     ) -> Option<Lookup> {
         let cache = self.cache.as_ref()?;
         let policy = route.cache.as_ref().filter(|c| c.enabled)?;
+        let tenant = match &policy.tenant_header {
+            Some(header) => Some(headers.get(header).filter(|v| !v.is_empty())?),
+            None => None,
+        };
         let embedding = findings.embedding.clone()?;
         let context = parsed.cache_context()?;
-        let mut scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
-        if let Some(header) = &policy.tenant_header {
-            scope = scope.with_tenant(headers.get(header).filter(|v| !v.is_empty())?);
-        }
+        let scope = Scope::new(&route.key.to_string(), &cache_key_model(target), &context);
+        let scope = tenant.map_or(scope, |tenant| scope.with_tenant(tenant));
         let fingerprint = Fingerprint::of(text);
         let hit = cache
             .lookup(scope, &embedding, &fingerprint, policy.similarity_threshold)
