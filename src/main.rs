@@ -62,6 +62,9 @@ enum Command {
     /// Train a classification head over an encoder's embeddings from labelled JSONL; writes
     /// head.safetensors, labels.json and report.json (validation scores, calibration).
     Train(Box<semantic_router::classify::heads_cli::TrainArgs>),
+    /// Distill an encoder into static token vectors (the static tier: a lookup and a
+    /// weighted mean per text, no forward pass); heads train on it with `train --tier static`.
+    Distill(Box<semantic_router::classify::heads_cli::DistillArgs>),
     /// Measure a head on labelled JSONL (--head): accuracy, macro-F1, per-class table,
     /// confusion matrix; for a binary head AUC and recall at 1/2/5% false positives. Or replay
     /// a request log through a policy (--manifests, optionally --compare DIR2): share per
@@ -187,6 +190,18 @@ struct RunArgs {
     )]
     jailbreak_head: Option<PathBuf>,
 
+    /// Static tier (`semantic-router distill --out DIR`) in front of the encoder: a head with a
+    /// static twin (`<head>/static/`, trained by `train --tier static`) is answered by it
+    /// when it is sure, in microseconds; otherwise, and for routes with example prompts or
+    /// the semantic cache, the encoder answers.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "encoder",
+        env = "SR_STATIC_MODEL"
+    )]
+    static_model: Option<PathBuf>,
+
     /// Longest prompt the encoder reads, in tokens (the last user turn, truncated).
     #[arg(long, default_value_t = semantic_router::classify::DEFAULT_MAX_TOKENS, env = "SR_CLASSIFY_MAX_TOKENS")]
     classify_max_tokens: usize,
@@ -262,6 +277,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(args) => {
+            init_logging(cli.log_format, &cli.log, LogTo::Stderr)?;
+            let summary = args.run()?;
+            writeln!(std::io::stdout().lock(), "{summary}")?;
+            Ok(())
+        }
+        Command::Distill(args) => {
             init_logging(cli.log_format, &cli.log, LogTo::Stderr)?;
             let summary = args.run()?;
             writeln!(std::io::stdout().lock(), "{summary}")?;
@@ -482,6 +503,7 @@ fn load_models(
         category_head: args.category_head.clone(),
         complexity_head: args.complexity_head.clone(),
         jailbreak_head: args.jailbreak_head.clone(),
+        static_model: args.static_model.clone(),
     };
     let (signals, capabilities) = CandleSignals::load(
         &files,

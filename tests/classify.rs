@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use semantic_router::classify::{
-    Architecture, ClassifierService, ClassifyError, Encoder, EncoderOptions, HubOptions,
-    ModelSource, ServiceConfig, classify_report, tiny,
+    Architecture, ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions,
+    HubOptions, ModelSource, ServiceConfig, StaticModel, StaticTier, Tier, classify_report, tiny,
 };
 use tempfile::TempDir;
 
@@ -1080,4 +1080,240 @@ fn the_policy_what_if_replays_a_log_and_compares_two_policies() {
 
     let (ok, _, err) = router(&["eval", "--data", "x.jsonl", "--encoder", "x"]);
     assert!(!ok && err.contains("--head"), "{err}");
+}
+
+/// A tiny service with a static tier distilled from its encoder, whose `topic` twin answers
+/// at `margin` or above.
+fn cascaded_service(margin: f32) -> (TempDir, ClassifierService) {
+    let (tmp, dir) = tiny_model(Architecture::Bert, None);
+    let encoder = load(&dir, 64);
+    let model = StaticModel::distill(
+        &encoder,
+        &DistillOptions {
+            dims: 8,
+            ..DistillOptions::default()
+        },
+    )
+    .expect("distill");
+    let twin = tiny::random_head("topic", 8, &["math", "greeting"], None).expect("twin");
+    let tier = StaticTier::new(model)
+        .with_head("topic", twin, margin)
+        .expect("tier");
+    let head = tiny::random_head("topic", tiny::HIDDEN, &["math", "greeting"], None).expect("head");
+    let service =
+        ClassifierService::start_with(encoder, vec![head], Some(tier), config()).expect("service");
+    (tmp, service)
+}
+
+#[tokio::test]
+async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers() {
+    let (_tmp, sure) = cascaded_service(0.0);
+    let analysis = sure
+        .analyze_heads_until("two plus two", &["topic"], None)
+        .await
+        .expect("static answer");
+    assert_eq!(analysis.tier, Tier::Static);
+    assert_eq!(analysis.embedding.len(), 8, "the static model's width");
+    assert!((sum(&analysis.heads["topic"]) - 1.0).abs() < 1e-5);
+    assert_eq!(sure.encoded_texts(), 0, "no forward pass");
+    // A caller that needs the embedding always gets the encoder's.
+    let full = sure
+        .analyze("two plus two", &["topic"])
+        .await
+        .expect("encoder");
+    assert_eq!(full.tier, Tier::Encoder);
+    assert_eq!(full.embedding.len(), tiny::HIDDEN);
+
+    let (_tmp, unsure) = cascaded_service(2.0);
+    let deferred = unsure
+        .analyze_heads_until("two plus two", &["topic"], None)
+        .await
+        .expect("encoder answer");
+    assert_eq!(deferred.tier, Tier::Encoder);
+    assert_eq!(unsure.encoded_texts(), 1);
+    assert_eq!(unsure.metrics().tier_answers("encoder"), 1);
+    assert_eq!(sure.metrics().tier_answers("static"), 1);
+    let mut registry = Registry::default();
+    sure.register(&mut registry);
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("encode metrics");
+    assert!(
+        text.contains("semantic_router_classifier_cascade_answers_total{tier=\"static\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_static_twin_must_name_a_head_the_service_runs() {
+    let (_tmp, dir) = tiny_model(Architecture::Bert, None);
+    let encoder = load(&dir, 64);
+    let model = StaticModel::distill(&encoder, &DistillOptions::default()).expect("distill");
+    let twin = tiny::random_head("x", model.dimension(), &["a", "b"], None).expect("twin");
+    let tier = StaticTier::new(model)
+        .with_head("nope", twin, 0.5)
+        .expect("tier");
+    let err = ClassifierService::start_with(encoder, Vec::new(), Some(tier), config())
+        .expect_err("unknown head");
+    assert!(
+        matches!(err, ClassifyError::UnknownHead(ref h) if h == "nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn distill_train_a_static_twin_and_eval_the_cascade() {
+    let (tmp, model) = tiny_model(Architecture::Bert, None);
+    let data = tmp.path().join("train.jsonl");
+    let mut lines = String::new();
+    for i in 0..60 {
+        let (text, label) = if i % 2 == 0 {
+            (["solve x plus two", "integral of x"][i % 4 / 2], "math")
+        } else {
+            (["hello there", "good morning"][i % 4 / 2], "chat")
+        };
+        lines.push_str(&format!(
+            "{{\"text\": \"{text}\", \"label\": \"{label}\"}}\n"
+        ));
+    }
+    std::fs::write(&data, &lines).unwrap();
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    let (statics, head, twin, cache) = (path("static"), path("head"), path("twin"), path("cache"));
+    let (ok, stdout, stderr) = router(&[
+        "distill",
+        "--encoder",
+        model.to_str().unwrap(),
+        "--out",
+        &statics,
+        "--dims",
+        "8",
+        "--quiet",
+    ]);
+    assert!(ok && stdout.contains("× 8 dims"), "{stdout}{stderr}");
+    let common = [
+        "--encoder",
+        model.to_str().unwrap(),
+        "--embedding-cache",
+        &cache,
+        "--static-model",
+        &statics,
+        "--quiet",
+    ];
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(common);
+        router(&all)
+    };
+    let (ok, _, stderr) = run(&[
+        "train",
+        "--data",
+        path("train.jsonl").as_str(),
+        "--out",
+        &head,
+        "--max-epochs",
+        "300",
+        "--learning-rate",
+        "0.05",
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = run(&[
+        "train",
+        "--data",
+        path("train.jsonl").as_str(),
+        "--out",
+        &twin,
+        "--tier",
+        "static",
+        "--cascade-head",
+        &head,
+        "--max-epochs",
+        "300",
+        "--learning-rate",
+        "0.05",
+    ]);
+    assert!(
+        ok && stdout.contains("cascade on validation"),
+        "{stdout}{stderr}"
+    );
+    let cascade: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("twin/cascade.json")).unwrap(),
+    )
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("static/static.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cascade["static_model"], info["id"]);
+    assert!(
+        cascade["validation"]["deferred_share"].is_number(),
+        "{cascade}"
+    );
+
+    let (ok, stdout, stderr) = run(&[
+        "eval",
+        "--head",
+        &head,
+        "--cascade",
+        &twin,
+        "--data",
+        path("train.jsonl").as_str(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["cascade"]["examples"], 60);
+    assert!(
+        report["evaluation"]["accuracy"]["value"].as_f64().unwrap() > 0.7,
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = run(&[
+        "eval",
+        "--head",
+        &twin,
+        "--tier",
+        "static",
+        "--data",
+        path("train.jsonl").as_str(),
+    ]);
+    assert!(ok && stdout.contains("accuracy"), "{stdout}{stderr}");
+
+    // A twin over another distillation is refused, naming both.
+    let (ok, _, _) = router(&[
+        "distill",
+        "--encoder",
+        model.to_str().unwrap(),
+        "--out",
+        &statics,
+        "--dims",
+        "8",
+        "--sif-coefficient",
+        "0.01",
+        "--quiet",
+    ]);
+    assert!(ok);
+    let (ok, _, stderr) = run(&[
+        "eval",
+        "--head",
+        &twin,
+        "--tier",
+        "static",
+        "--data",
+        path("train.jsonl").as_str(),
+    ]);
+    assert!(
+        !ok && stderr.contains("was trained on static model"),
+        "{stderr}"
+    );
+    // --tier static needs the model.
+    let (ok, _, stderr) = router(&[
+        "eval",
+        "--head",
+        &twin,
+        "--tier",
+        "static",
+        "--data",
+        path("train.jsonl").as_str(),
+        "--encoder",
+        model.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("--static-model"), "{stderr}");
 }

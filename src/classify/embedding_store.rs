@@ -182,7 +182,7 @@ fn text_key(text: &str) -> TextKey {
 
 /// A digest of what decides an encoder's embeddings: its config and tokenizer, the names
 /// and sizes of its weight files, its token budget and dimension.
-fn encoder_key(encoder: &Encoder) -> Result<String> {
+pub(crate) fn encoder_key(encoder: &Encoder) -> Result<String> {
     let dir = encoder.dir();
     let mut hash = Sha256::new();
     for name in ["config.json", "tokenizer.json"] {

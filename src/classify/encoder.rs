@@ -180,6 +180,11 @@ impl Encoder {
             .map(|h| (h.name.as_str(), h.labels.as_slice()))
     }
 
+    /// The model's tokenizer, with its token budget.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
     /// Tokenizes one text with the model's tokenizer and budget.
     pub fn tokenize(&self, text: &str) -> Result<Tokens> {
         self.tokenizer.tokenize(text)

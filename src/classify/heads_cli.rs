@@ -2,14 +2,18 @@
 //! measure one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
+use super::cascade::{CascadeConfig, Judged, choose_margin, margin};
 use super::dataset::{Dataset, DatasetError};
 use super::embedding_store::EmbeddingStore;
 use super::encoder::{Encoder, EncoderOptions};
 use super::error::{ClassifyError, Result as ClassifyResult};
-use super::evaluate::Evaluation;
+use super::evaluate::{Evaluation, argmax};
 use super::head::Head;
 use super::hub::{HubOptions, ModelSource};
+use super::static_model::{DistillOptions, StaticModel};
 use super::train::{Examples, TrainOptions, train};
 
 /// Why a `train` or `eval` run failed.
@@ -32,6 +36,21 @@ pub enum HeadsError {
     /// Neither a head nor a policy to evaluate.
     #[error("eval needs --head DIR (a head) or --manifests DIR (a policy)")]
     NoHead,
+    /// `--tier static` without the static model.
+    #[error("--tier static needs --static-model DIR (made by `semantic-router distill`)")]
+    NoStaticModel,
+    /// A static head over another static model than the one given.
+    #[error(
+        "{head} was trained on static model {trained}, not on {given}: train it again or pass the model it was made with"
+    )]
+    StaticMismatch {
+        /// The head's folder.
+        head: String,
+        /// The model it was trained on.
+        trained: String,
+        /// The model given.
+        given: String,
+    },
     /// A report could not be written.
     #[error("cannot write {path}: {detail}")]
     Write {
@@ -40,6 +59,16 @@ pub enum HeadsError {
         /// What failed.
         detail: String,
     },
+}
+
+/// Which tier makes the embeddings a head reads.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingTier {
+    /// The transformer encoder (one forward pass per text).
+    #[default]
+    Encoder,
+    /// Static token vectors distilled from the encoder (`semantic-router distill`).
+    Static,
 }
 
 /// The encoder and embedding store both commands read.
@@ -56,9 +85,108 @@ pub struct EncoderArgs {
     /// same texts never runs the encoder).
     #[arg(long, value_name = "DIR", env = "SR_EMBEDDING_CACHE", default_value_os_t = default_cache())]
     pub embedding_cache: PathBuf,
+    /// Which tier's embeddings the head reads.
+    #[arg(long, value_enum, default_value_t = EmbeddingTier::Encoder)]
+    pub tier: EmbeddingTier,
+    /// The static model (`semantic-router distill --out DIR`): the tier of `--tier static`
+    /// and of `eval --cascade`.
+    #[arg(long, value_name = "DIR")]
+    pub static_model: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `semantic-router distill`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DistillArgs {
+    /// Encoder to distill: a directory or a Hugging Face model id, as `train --encoder`.
+    #[arg(long, value_name = "DIR|HUB_ID", value_parser = parse_source)]
+    pub encoder: ModelSource,
+    /// Folder the static model is written to: static.safetensors, tokenizer.json, static.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Dimensions kept (principal components of the token vectors).
+    #[arg(long, default_value_t = 256)]
+    pub dims: usize,
+    /// Tokens per encoder pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Smooth-inverse-frequency coefficient (smaller: common tokens count less).
+    #[arg(long, default_value_t = 1e-4)]
+    pub sif_coefficient: f64,
+    /// Token budget of a text read by the static tier (its head and tail are kept beyond it).
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl DistillArgs {
+    /// Distills the encoder, writes the model and returns a summary.
+    pub fn run(&self) -> Result<String, HeadsError> {
+        let dir = self.encoder.resolve(&HubOptions::from_env())?;
+        let encoder = Encoder::load(&dir, &EncoderOptions::default())?;
+        let started = Instant::now();
+        let model = StaticModel::distill(
+            &encoder,
+            &DistillOptions {
+                dims: self.dims,
+                batch: self.batch,
+                sif_coefficient: self.sif_coefficient,
+                max_tokens: self.max_tokens,
+                progress: !self.quiet,
+            },
+        )?;
+        model.save(&self.out)?;
+        let info = model.info();
+        Ok(format!(
+            "wrote {}: {} tokens × {} dims from {} (id {}) in {:.1} s",
+            self.out.display(),
+            info.vocab,
+            info.dims,
+            info.source,
+            info.id,
+            started.elapsed().as_secs_f64()
+        ))
+    }
+}
+
+/// What turns texts into the embeddings a head reads.
+enum Embedder {
+    Encoder {
+        encoder: Box<Encoder>,
+        store: EmbeddingStore,
+    },
+    Static(Box<StaticModel>),
+}
+
+impl Embedder {
+    fn dimension(&self) -> usize {
+        match self {
+            Self::Encoder { encoder, .. } => encoder.dimension(),
+            Self::Static(model) => model.dimension(),
+        }
+    }
+
+    fn embed_all(&mut self, texts: &[&str], progress: bool) -> ClassifyResult<Vec<Arc<[f32]>>> {
+        match self {
+            Self::Encoder { encoder, store } => store.embed_all(encoder, texts, progress),
+            Self::Static(model) => texts
+                .iter()
+                .map(|t| Ok(model.embed(t)?.embedding))
+                .collect(),
+        }
+    }
+
+    /// The static model's id, for a static tier.
+    fn static_id(&self) -> Option<&str> {
+        match self {
+            Self::Encoder { .. } => None,
+            Self::Static(model) => Some(&model.info().id),
+        }
+    }
 }
 
 /// `semantic-router train`.
@@ -105,6 +233,17 @@ pub struct TrainArgs {
     /// reported.
     #[arg(long, value_name = "LABEL")]
     pub positive: Option<String>,
+    /// With `--tier static`: the encoder head this static head stands in front of; the
+    /// cascade margin is then chosen on the validation data and written to cascade.json.
+    #[arg(long, value_name = "DIR")]
+    pub cascade_head: Option<PathBuf>,
+    /// How far below the encoder head's validation accuracy the cascade may fall.
+    #[arg(long, default_value_t = 0.0)]
+    pub cascade_tolerance: f64,
+    /// Smallest margin the cascade may choose: validation data rarely holds every phrasing
+    /// users write, so an almost-tied static answer is deferred however validation went.
+    #[arg(long, default_value_t = 0.3)]
+    pub cascade_min_margin: f32,
     /// The encoder the head reads.
     #[command(flatten)]
     pub encoder: EncoderArgs,
@@ -127,6 +266,10 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// A static-tier head (with cascade.json) to put in front of --head: it answers where its
+    /// margin clears the threshold, the rest goes to the encoder. Needs --static-model.
+    #[arg(long, value_name = "DIR")]
+    pub cascade: Option<PathBuf>,
     /// The encoder the head reads.
     #[command(flatten)]
     pub encoder: EncoderArgs,
@@ -145,6 +288,28 @@ fn default_cache() -> PathBuf {
 }
 
 impl EncoderArgs {
+    /// The embedder of `--tier`.
+    fn embedder(&self) -> Result<Embedder, HeadsError> {
+        match self.tier {
+            EmbeddingTier::Encoder => {
+                let (encoder, store) = self.load()?;
+                Ok(Embedder::Encoder {
+                    encoder: Box::new(encoder),
+                    store,
+                })
+            }
+            EmbeddingTier::Static => Ok(Embedder::Static(Box::new(self.static_model()?))),
+        }
+    }
+
+    fn static_model(&self) -> Result<StaticModel, HeadsError> {
+        let dir = self
+            .static_model
+            .as_ref()
+            .ok_or(HeadsError::NoStaticModel)?;
+        Ok(StaticModel::load(dir)?)
+    }
+
     fn load(&self) -> ClassifyResult<(Encoder, EmbeddingStore)> {
         let dir = self.encoder.resolve(&HubOptions::from_env())?;
         let encoder = Encoder::load(
@@ -197,17 +362,17 @@ impl TrainArgs {
         };
         train_set.require_every_label()?;
         let positive = positive_index(self.positive.as_deref(), &train_set.labels)?;
-        let (encoder, mut store) = self.encoder.load()?;
+        let mut embedder = self.encoder.embedder()?;
         tracing::info!(
             train = train_set.examples.len(),
             validation = validation.examples.len(),
             labels = train_set.labels.len(),
-            kept = store.len(),
+            tier = ?self.encoder.tier,
             "embedding the examples"
         );
         let progress = !self.encoder.quiet;
-        let train_embeddings = store.embed_all(&encoder, &train_set.texts(), progress)?;
-        let validation_embeddings = store.embed_all(&encoder, &validation.texts(), progress)?;
+        let train_embeddings = embedder.embed_all(&train_set.texts(), progress)?;
+        let validation_embeddings = embedder.embed_all(&validation.texts(), progress)?;
         let name = self
             .out
             .file_name()
@@ -238,6 +403,29 @@ impl TrainArgs {
         )?;
         trained.head.save(&self.out)?;
         write_json(&self.out.join("report.json"), &trained.report)?;
+        let mut cascade_summary = String::new();
+        if let Some(static_id) = embedder.static_id() {
+            let config = self.cascade(
+                static_id,
+                &trained.head,
+                &validation,
+                &validation_embeddings,
+            )?;
+            if let Some(v) = &config.validation {
+                cascade_summary = format!(
+                    "\n\ncascade on validation: margin {}, deferred {:.1}%, accuracy {:.4} \
+                     (encoder {:.4}, static {:.4})",
+                    config
+                        .margin
+                        .map_or_else(|| "none (always defer)".into(), |m| format!("{m:.4}")),
+                    v.deferred_share * 100.0,
+                    v.cascade_accuracy,
+                    v.encoder_accuracy,
+                    v.static_accuracy
+                );
+            }
+            write_json(&self.out.join("cascade.json"), &config)?;
+        }
         let r = &trained.report;
         Ok(format!(
             "wrote {} ({} labels, {}): {} epochs, kept epoch {}, temperature {:.2}, \
@@ -255,45 +443,195 @@ impl TrainArgs {
             r.calibration_error_before,
             r.validation.calibration_error,
             r.validation
-        ))
+        ) + &cascade_summary)
+    }
+
+    /// The cascade threshold of a static head: with `--cascade-head`, the smallest top-two
+    /// margin at which the cascade keeps the encoder head's validation accuracy (within
+    /// `--cascade-tolerance`); without it, none (always defer).
+    fn cascade(
+        &self,
+        static_id: &str,
+        head: &Head,
+        validation: &Dataset,
+        embeddings: &[Arc<[f32]>],
+    ) -> Result<CascadeConfig, HeadsError> {
+        let Some(encoder_head) = &self.cascade_head else {
+            return Ok(CascadeConfig {
+                static_model: static_id.to_owned(),
+                margin: None,
+                validation: None,
+            });
+        };
+        let encoder_head = Head::load(encoder_head)?;
+        let (encoder, mut store) = self.encoder.load()?;
+        let encoder_embeddings =
+            store.embed_all(&encoder, &validation.texts(), !self.encoder.quiet)?;
+        let targets = validation.targets();
+        let judged = embeddings
+            .iter()
+            .zip(&encoder_embeddings)
+            .zip(&targets)
+            .map(|((s, e), &target)| {
+                let p = head.probabilities(s)?;
+                let q = encoder_head.probabilities(e)?;
+                Ok(Judged {
+                    margin: margin(&p),
+                    static_right: argmax(&p) == target,
+                    encoder_right: argmax(&q) == target,
+                })
+            })
+            .collect::<ClassifyResult<Vec<_>>>()?;
+        let (margin, validation) =
+            choose_margin(&judged, self.cascade_tolerance, self.cascade_min_margin);
+        Ok(CascadeConfig {
+            static_model: static_id.to_owned(),
+            margin,
+            validation: Some(validation),
+        })
     }
 }
 
 impl EvalArgs {
-    /// Evaluates the head and returns the table (or JSON).
+    /// Evaluates the head (or the cascade of `--cascade` in front of it) and returns the
+    /// table (or JSON).
     pub fn run(&self) -> Result<String, HeadsError> {
         let Some(path) = &self.head else {
             return Err(HeadsError::NoHead);
         };
         let head = Head::load(path)?;
-        let (encoder, mut store) = self.encoder.load()?;
-        if head.input_dim() != encoder.dimension() {
-            return Err(ClassifyError::HeadDimension {
-                head: path.display().to_string(),
-                expected: head.input_dim(),
-                actual: encoder.dimension(),
-            }
-            .into());
+        let mut embedder = self.encoder.embedder()?;
+        check_width(path, &head, embedder.dimension())?;
+        if let Some(id) = embedder.static_id() {
+            check_static(path, id)?;
         }
         let data = Dataset::read_for(&self.data, head.labels())?;
         let positive = positive_index(self.positive.as_deref(), head.labels())?;
-        let embeddings = store.embed_all(&encoder, &data.texts(), !self.encoder.quiet)?;
-        let probabilities = embeddings
+        let texts = data.texts();
+        let embeddings = embedder.embed_all(&texts, !self.encoder.quiet)?;
+        let mut probabilities = embeddings
             .iter()
             .map(|e| head.probabilities(e))
             .collect::<ClassifyResult<Vec<_>>>()?;
+        let cascade = match &self.cascade {
+            Some(dir) => Some(self.cascade(dir, &head, &texts, &mut probabilities)?),
+            None => None,
+        };
         let evaluation = Evaluation::new(head.labels(), &probabilities, &data.targets(), positive);
-        if self.json {
-            serde_json::to_string_pretty(&evaluation).map_err(|e| HeadsError::Write {
-                path: PathBuf::from("-"),
-                detail: e.to_string(),
-            })
-        } else {
-            Ok(format!(
-                "{} on {}\n{evaluation}",
+        match (self.json, cascade) {
+            (true, None) => to_json(&evaluation),
+            (true, Some(cascade)) => to_json(&serde_json::json!({
+                "cascade": cascade,
+                "evaluation": evaluation,
+            })),
+            (false, cascade) => Ok(format!(
+                "{}{} on {}\n{}{evaluation}",
                 path.display(),
-                self.data.display()
-            ))
+                self.cascade
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(" behind {}", c.display())),
+                self.data.display(),
+                cascade.map_or_else(String::new, |c| format!(
+                    "cascade: margin {}, deferred {} of {} ({:.1}%), static tier {:.1} µs per text\n",
+                    c.margin.map_or_else(|| "none".into(), |m| format!("{m:.4}")),
+                    c.deferred,
+                    c.examples,
+                    c.deferred_share * 100.0,
+                    c.static_micros
+                )),
+            )),
         }
     }
+
+    /// Replaces each text's probabilities with the static head's where it is sure enough.
+    fn cascade(
+        &self,
+        dir: &Path,
+        head: &Head,
+        texts: &[&str],
+        probabilities: &mut [Vec<f32>],
+    ) -> Result<CascadeRun, HeadsError> {
+        let model = self.encoder.static_model()?;
+        let static_head = Head::load(dir)?;
+        check_width(dir, &static_head, model.dimension())?;
+        let config = check_static(dir, &model.info().id)?;
+        if static_head.labels() != head.labels() {
+            return Err(ClassifyError::Config(format!(
+                "{} has labels {:?}, the head {:?}",
+                dir.display(),
+                static_head.labels(),
+                head.labels()
+            ))
+            .into());
+        }
+        let started = Instant::now();
+        let mut deferred = 0;
+        for (text, p) in texts.iter().zip(probabilities.iter_mut()) {
+            let q = static_head.probabilities(&model.embed(text)?.embedding)?;
+            if config.margin.is_some_and(|m| margin(&q) >= m) {
+                *p = q;
+            } else {
+                deferred += 1;
+            }
+        }
+        let examples = texts.len();
+        Ok(CascadeRun {
+            margin: config.margin,
+            examples,
+            deferred,
+            deferred_share: if examples == 0 {
+                0.0
+            } else {
+                deferred as f64 / examples as f64
+            },
+            static_micros: started.elapsed().as_secs_f64() * 1e6 / examples.max(1) as f64,
+        })
+    }
+}
+
+/// What `eval --cascade` found.
+#[derive(Debug, Clone, serde::Serialize)]
+struct CascadeRun {
+    margin: Option<f32>,
+    examples: usize,
+    deferred: usize,
+    deferred_share: f64,
+    /// Static embedding and head per text, on average.
+    static_micros: f64,
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, HeadsError> {
+    serde_json::to_string_pretty(value).map_err(|e| HeadsError::Write {
+        path: PathBuf::from("-"),
+        detail: e.to_string(),
+    })
+}
+
+/// Refuses a head of another width than its embeddings.
+fn check_width(path: &Path, head: &Head, dimension: usize) -> Result<(), HeadsError> {
+    if head.input_dim() == dimension {
+        return Ok(());
+    }
+    Err(ClassifyError::HeadDimension {
+        head: path.display().to_string(),
+        expected: head.input_dim(),
+        actual: dimension,
+    }
+    .into())
+}
+
+/// The `cascade.json` of a static head, refused unless it was trained on static model `id`.
+fn check_static(path: &Path, id: &str) -> Result<CascadeConfig, HeadsError> {
+    let file = path.join("cascade.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| ClassifyError::io(&file, e))?;
+    let config: CascadeConfig =
+        serde_json::from_str(&text).map_err(|e| ClassifyError::invalid(&file, e.to_string()))?;
+    if config.static_model != id {
+        return Err(HeadsError::StaticMismatch {
+            head: path.display().to_string(),
+            trained: config.static_model,
+            given: id.to_owned(),
+        });
+    }
+    Ok(config)
 }

@@ -21,6 +21,13 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Which tier answered a cascaded request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// `static` (the static tier was sure enough) or `encoder` (deferred).
+    pub tier: &'static str,
+}
+
 /// Every metric the classifier records; clones share the same series.
 #[derive(Clone)]
 pub struct ClassifierMetrics {
@@ -39,6 +46,8 @@ pub struct ClassifierMetrics {
     pub encoded: Counter,
     /// Queued requests dropped because their caller had gone.
     pub abandoned: Counter,
+    /// Cascaded requests, by the tier that answered.
+    pub tier_answers: Family<TierLabels, Counter>,
 }
 
 impl Default for ClassifierMetrics {
@@ -53,6 +62,7 @@ impl Default for ClassifierMetrics {
             cache: Family::default(),
             encoded: Counter::default(),
             abandoned: Counter::default(),
+            tier_answers: Family::default(),
         }
     }
 }
@@ -96,6 +106,21 @@ impl ClassifierMetrics {
             "Queued requests skipped because their caller had gone",
             self.abandoned.clone(),
         );
+        r.register(
+            "cascade_answers",
+            "Requests offered to the static tier, by the tier that answered (encoder: deferred)",
+            self.tier_answers.clone(),
+        );
+    }
+
+    /// Counts one cascaded request answered by `tier`.
+    pub fn tier_answer(&self, tier: &'static str) {
+        self.tier_answers.get_or_create(&TierLabels { tier }).inc();
+    }
+
+    /// Cascaded requests `tier` answered so far.
+    pub fn tier_answers(&self, tier: &'static str) -> u64 {
+        self.tier_answers.get_or_create(&TierLabels { tier }).get()
     }
 
     pub(crate) fn shed(&self, reason: &'static str) {

@@ -17,10 +17,13 @@
 //! - [`cli`]: the `semantic-router classify` report.
 //! - [`dataset`], [`embedding_store`], [`train`], [`evaluate`]: labelled JSONL, embeddings
 //!   kept on disk per encoder, training a calibrated head, and measuring one.
+//! - [`static_model`]: the static tier, token vectors distilled from an encoder: a lookup and
+//!   a weighted mean per text instead of a forward pass.
 //! - [`tiny`]: tiny random-weight models for tests.
 
 mod backbone;
 mod cache;
+pub mod cascade;
 pub mod cli;
 pub mod config;
 pub mod dataset;
@@ -33,10 +36,12 @@ pub mod head;
 pub mod heads_cli;
 pub mod hub;
 pub mod metrics;
+mod pca;
 mod pooling;
 mod queue;
 mod seq_head;
 pub mod service;
+pub mod static_model;
 pub mod tiny;
 pub mod tokenize;
 pub mod train;
@@ -49,5 +54,6 @@ pub use error::{ClassifyError, Result};
 pub use head::Head;
 pub use hub::{HubOptions, ModelSource};
 pub use metrics::ClassifierMetrics;
-pub use service::{Analysis, ClassifierService, ServiceConfig, default_workers};
+pub use service::{Analysis, ClassifierService, ServiceConfig, StaticTier, Tier, default_workers};
+pub use static_model::{DistillOptions, StaticModel, StaticOutput};
 pub use tokenize::{DEFAULT_MAX_TOKENS, TextTokenizer, Tokens};

@@ -11,11 +11,13 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use super::cache::EmbeddingCache;
+use super::cascade::margin;
 use super::encoder::{Encoder, EncoderOutput};
 use super::error::{ClassifyError, Result};
 use super::head::{Head, ranked};
 use super::metrics::ClassifierMetrics;
 use super::queue::{BatchQueue, Job, Worker};
+use super::static_model::StaticModel;
 
 /// How the service runs the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,81 @@ pub struct Analysis {
     pub truncated: bool,
     /// Whether the encoder output came from the cache.
     pub cached: bool,
+    /// The tier whose embedding and heads these are.
+    pub tier: Tier,
+}
+
+/// Which model produced an [`Analysis`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The transformer encoder.
+    Encoder,
+    /// The static tier (its embedding lives in the static model's space, not the encoder's).
+    Static,
+}
+
+/// The static tier in front of the encoder: a static model and, per head name, the static
+/// twin of that head with the margin at which it answers alone.
+#[derive(Debug)]
+pub struct StaticTier {
+    model: StaticModel,
+    heads: HashMap<String, (Head, f32)>,
+}
+
+impl StaticTier {
+    /// A tier with no heads yet.
+    pub fn new(model: StaticModel) -> Self {
+        Self {
+            model,
+            heads: HashMap::new(),
+        }
+    }
+
+    /// Lets `head` answer for the encoder head `name` when its top-two margin is at least
+    /// `margin`. A head of another width than the static model is refused.
+    pub fn with_head(mut self, name: &str, head: Head, margin: f32) -> Result<Self> {
+        if head.input_dim() != self.model.dimension() {
+            return Err(ClassifyError::HeadDimension {
+                head: head.name().to_string(),
+                expected: head.input_dim(),
+                actual: self.model.dimension(),
+            });
+        }
+        self.heads.insert(name.to_owned(), (head, margin));
+        Ok(self)
+    }
+
+    /// The static model.
+    pub fn model(&self) -> &StaticModel {
+        &self.model
+    }
+
+    /// Every head's answer when the static tier is sure of all of them, else `None`.
+    fn answer(&self, text: &str, heads: &[&str]) -> Result<Option<Analysis>> {
+        if heads.is_empty() || !heads.iter().all(|h| self.heads.contains_key(*h)) {
+            return Ok(None);
+        }
+        let output = self.model.embed(text)?;
+        let mut results = HashMap::with_capacity(heads.len());
+        for &name in heads {
+            let Some((head, threshold)) = self.heads.get(name) else {
+                return Ok(None);
+            };
+            let probabilities = head.probabilities(&output.embedding)?;
+            if margin(&probabilities) < *threshold {
+                return Ok(None);
+            }
+            results.insert(name.to_string(), ranked(head.labels(), &probabilities));
+        }
+        Ok(Some(Analysis {
+            embedding: output.embedding,
+            heads: results,
+            tokens: output.tokens,
+            truncated: output.truncated,
+            cached: false,
+            tier: Tier::Static,
+        }))
+    }
 }
 
 enum HeadKind {
@@ -82,6 +159,7 @@ enum HeadKind {
 
 struct Shared {
     encoder: Arc<Encoder>,
+    static_tier: Option<StaticTier>,
     heads: HashMap<String, HeadKind>,
     queue: Arc<BatchQueue>,
     cache: Arc<EmbeddingCache>,
@@ -116,6 +194,18 @@ impl ClassifierService {
     /// encoder's embedding size and have distinct names (the checkpoint's own head, if any,
     /// is served under [`Encoder::checkpoint_head`]'s name).
     pub fn start(encoder: Encoder, heads: Vec<Head>, config: ServiceConfig) -> Result<Self> {
+        Self::start_with(encoder, heads, None, config)
+    }
+
+    /// Like [`start`](Self::start), with a static tier in front of the encoder for
+    /// [`analyze_heads_until`](Self::analyze_heads_until). Its heads must name heads the
+    /// service runs.
+    pub fn start_with(
+        encoder: Encoder,
+        heads: Vec<Head>,
+        static_tier: Option<StaticTier>,
+        config: ServiceConfig,
+    ) -> Result<Self> {
         let positive = [
             ("workers", config.workers),
             ("max_batch_size", config.max_batch_size),
@@ -144,6 +234,13 @@ impl ClassifierService {
             }
         }
 
+        if let Some(unknown) = static_tier
+            .iter()
+            .flat_map(|t| t.heads.keys())
+            .find(|name| !by_name.contains_key(*name))
+        {
+            return Err(ClassifyError::UnknownHead(unknown.clone()));
+        }
         let metrics = ClassifierMetrics::default();
         let encoder = Arc::new(encoder);
         let queue = Arc::new(BatchQueue::new(config.queue_capacity, metrics.clone()));
@@ -171,6 +268,7 @@ impl ClassifierService {
         Ok(Self {
             shared: Arc::new(Shared {
                 encoder,
+                static_tier,
                 heads: by_name,
                 queue,
                 cache,
@@ -235,7 +333,30 @@ impl ClassifierService {
             tokens: output.tokens,
             truncated: output.truncated,
             cached,
+            tier: Tier::Encoder,
         })
+    }
+
+    /// The given heads' results, from the static tier when it is sure of every one of them
+    /// (no queue, no forward pass), else from the encoder as
+    /// [`analyze_until`](Self::analyze_until). For callers that need the heads only: a
+    /// static answer's embedding is not in the encoder's space.
+    pub async fn analyze_heads_until(
+        &self,
+        text: &str,
+        heads: &[&str],
+        deadline: Option<Instant>,
+    ) -> Result<Analysis> {
+        if let Some(tier) = &self.shared.static_tier
+            && !heads.is_empty()
+        {
+            if let Some(answer) = tier.answer(text, heads)? {
+                self.shared.metrics.tier_answer("static");
+                return Ok(answer);
+            }
+            self.shared.metrics.tier_answer("encoder");
+        }
+        self.analyze_until(text, heads, deadline).await
     }
 
     /// Queues `text` for the model and waits for its output or the deadline.

@@ -94,6 +94,36 @@ impl TextTokenizer {
         self.max_tokens
     }
 
+    /// The same tokenizer with another token budget.
+    pub fn with_max_tokens(&self, max_tokens: usize) -> Result<Self> {
+        Self::new(self.inner.clone(), max_tokens)
+    }
+
+    /// Writes the tokenizer as `tokenizer.json` (without truncation or padding).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| ClassifyError::invalid(path, format!("cannot write the tokenizer: {e}")))
+    }
+
+    /// Tokens in the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Ids of the special tokens (`[CLS]`, `[SEP]`, `[PAD]`, ...): markers, not words.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, token)| token.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Tokenizes one text (special tokens added; head and tail kept when over the budget).
     pub fn tokenize(&self, text: &str) -> Result<Tokens> {
         let ends = self.max_tokens * BYTES_PER_TOKEN;

@@ -11,8 +11,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::classify::cascade::CascadeConfig;
 use crate::classify::{
-    ClassifierService, ClassifyError, Encoder, EncoderOptions, Head, ServiceConfig,
+    ClassifierService, ClassifyError, Encoder, EncoderOptions, Head, ServiceConfig, StaticModel,
+    StaticTier, Tier,
 };
 use crate::routing::{
     ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
@@ -57,7 +59,13 @@ pub struct ModelFiles {
     pub complexity_head: Option<PathBuf>,
     /// Head behind jailbreak policies (must have a `jailbreak` label).
     pub jailbreak_head: Option<PathBuf>,
+    /// The static tier (`semantic-router distill`): put in front of the encoder for every head
+    /// with a static twin in its `static/` subfolder.
+    pub static_model: Option<PathBuf>,
 }
+
+/// Subfolder of a head that holds its static-tier twin (head files and `cascade.json`).
+pub const STATIC_TWIN: &str = "static";
 
 /// [`ModelSignals`] backed by a [`ClassifierService`].
 pub struct CandleSignals {
@@ -130,7 +138,11 @@ impl CandleSignals {
             capabilities.jailbreak = true;
             heads.push(head);
         }
-        let service = ClassifierService::start(encoder, heads, config)?;
+        let static_tier = match &files.static_model {
+            Some(dir) => Some(static_tier(dir, files)?),
+            None => None,
+        };
+        let service = ClassifierService::start_with(encoder, heads, static_tier, config)?;
         Ok((Self::new(service, names, budget), capabilities))
     }
 
@@ -172,6 +184,47 @@ impl CandleSignals {
     pub async fn index_table(&self, table: &RoutingTable) {
         index_prompts(&self.service, &self.examples, table).await;
     }
+}
+
+/// The static model in `dir` with the static twin of every head of `files` that has one made
+/// on that model with a margin; a head without one is always answered by the encoder.
+fn static_tier(dir: &Path, files: &ModelFiles) -> Result<StaticTier, ClassifyError> {
+    let model = StaticModel::load(dir)?;
+    let id = model.info().id.clone();
+    let mut tier = StaticTier::new(model);
+    let roles = [
+        ("category", &files.category_head),
+        ("complexity", &files.complexity_head),
+        ("jailbreak", &files.jailbreak_head),
+    ];
+    for (role, head) in roles {
+        let Some(head) = head else { continue };
+        let twin = head.join(STATIC_TWIN);
+        let config = twin.join("cascade.json");
+        let Ok(text) = std::fs::read_to_string(&config) else {
+            tracing::warn!(head = %head.display(), "no static twin: the encoder answers this head");
+            continue;
+        };
+        let cascade: CascadeConfig = serde_json::from_str(&text)
+            .map_err(|e| ClassifyError::invalid(&config, e.to_string()))?;
+        if cascade.static_model != id {
+            return Err(ClassifyError::invalid(
+                &config,
+                format!(
+                    "trained on static model {}, but {} is {id}: train the twin again",
+                    cascade.static_model,
+                    dir.display()
+                ),
+            ));
+        }
+        let Some(margin) = cascade.margin else {
+            tracing::warn!(head = %head.display(), "the static twin has no margin: the encoder answers this head");
+            continue;
+        };
+        tier = tier.with_head(role, Head::load(&twin)?.with_name(role), margin)?;
+        tracing::info!(head = role, margin, "static tier in front of the encoder");
+    }
+    Ok(tier)
 }
 
 /// Embeds every example prompt `table` names that `index` lacks, and forgets the others.
@@ -265,11 +318,22 @@ impl ModelSignals for CandleSignals {
                 heads.push(h);
             }
             let deadline = Instant::now() + self.budget;
-            let analysis = match self
-                .service
-                .analyze_until(text, &heads, Some(deadline))
-                .await
-            {
+            // Example prompts and the semantic cache compare encoder embeddings: only a route
+            // that needs neither may be answered by the static tier.
+            let needs_embedding = route.cache.is_some()
+                || needed
+                    .iter()
+                    .any(|&id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
+            let analyzed = if needs_embedding {
+                self.service
+                    .analyze_until(text, &heads, Some(deadline))
+                    .await
+            } else {
+                self.service
+                    .analyze_heads_until(text, &heads, Some(deadline))
+                    .await
+            };
+            let analysis = match analyzed {
                 Ok(analysis) => analysis,
                 Err(e) => {
                     self.fallbacks.inc();
@@ -314,8 +378,10 @@ impl ModelSignals for CandleSignals {
                 .map(|(_, p)| *p);
             ModelFindings {
                 jailbreak,
-                // A cut prompt's embedding stands for part of it only: no cache key.
-                embedding: (!analysis.truncated).then_some(analysis.embedding),
+                // A cut prompt's embedding stands for part of it only, a static one is in
+                // another space: neither is a cache key.
+                embedding: (!analysis.truncated && analysis.tier == Tier::Encoder)
+                    .then_some(analysis.embedding),
             }
         })
     }

@@ -114,6 +114,7 @@ impl PolicyArgs {
             category_head: self.category_head.clone(),
             complexity_head: self.complexity_head.clone(),
             jailbreak_head: self.jailbreak_head.clone(),
+            static_model: encoder.static_model.clone(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
