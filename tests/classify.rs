@@ -1178,16 +1178,21 @@ fn distill_train_a_static_twin_and_eval_the_cascade() {
     std::fs::write(&data, &lines).unwrap();
     let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
     let (statics, head, twin, cache) = (path("static"), path("head"), path("twin"), path("cache"));
-    let (ok, stdout, stderr) = router(&[
-        "distill",
-        "--encoder",
-        model.to_str().unwrap(),
-        "--out",
-        &statics,
-        "--dims",
-        "8",
-        "--quiet",
-    ]);
+    let distill = |extra: &[&str]| {
+        let mut args = vec![
+            "distill",
+            "--encoder",
+            model.to_str().unwrap(),
+            "--out",
+            &statics,
+            "--dims",
+            "8",
+            "--quiet",
+        ];
+        args.extend(extra);
+        router(&args)
+    };
+    let (ok, stdout, stderr) = distill(&[]);
     assert!(ok && stdout.contains("× 8 dims"), "{stdout}{stderr}");
     let common = [
         "--encoder",
@@ -1277,18 +1282,7 @@ fn distill_train_a_static_twin_and_eval_the_cascade() {
     assert!(ok && stdout.contains("accuracy"), "{stdout}{stderr}");
 
     // A twin over another distillation is refused, naming both.
-    let (ok, _, _) = router(&[
-        "distill",
-        "--encoder",
-        model.to_str().unwrap(),
-        "--out",
-        &statics,
-        "--dims",
-        "8",
-        "--sif-coefficient",
-        "0.01",
-        "--quiet",
-    ]);
+    let (ok, _, _) = distill(&["--sif-coefficient", "0.01"]);
     assert!(ok);
     let (ok, _, stderr) = run(&[
         "eval",

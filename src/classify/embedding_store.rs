@@ -126,19 +126,7 @@ impl EmbeddingStore {
     ) -> Result<()> {
         // Similar lengths in one batch pad less.
         missing.sort_by_key(|(_, t)| t.len());
-        let bar = if progress {
-            let bar = ProgressBar::new(missing.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "embedding {bar:30} {pos}/{len} texts, {per_sec}, ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(500));
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress_bar(progress, missing.len(), "embedding", "texts");
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,6 +166,22 @@ impl EmbeddingStore {
 
 fn text_key(text: &str) -> TextKey {
     Sha256::digest(text.as_bytes()).into()
+}
+
+/// A progress bar over `len` items (hidden unless `show`): `{verb} [bar] n/len {unit}`.
+pub(crate) fn progress_bar(show: bool, len: usize, verb: &str, unit: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{verb} {{bar:30}} {{pos}}/{{len}} {unit}, {{per_sec}}, ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(500));
+    bar
 }
 
 /// A digest of what decides an encoder's embeddings: its config and tokenizer, the names

@@ -10,13 +10,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::embedding_store::encoder_key;
+use super::embedding_store::{encoder_key, progress_bar};
 use super::encoder::Encoder;
 use super::error::{ClassifyError, Result};
 use super::pca::centre_and_project;
@@ -116,7 +114,7 @@ impl StaticModel {
         let special = tokenizer.special_ids();
         let frame = encoder.tokenize("")?;
         let hidden = encoder.dimension();
-        let bar = progress_bar(options.progress, vocab);
+        let bar = progress_bar(options.progress, vocab, "distilling", "tokens");
         let mut raw = Vec::with_capacity(vocab * hidden);
         let ids: Vec<u32> = (0..vocab as u32).collect();
         for chunk in ids.chunks(options.batch) {
@@ -297,21 +295,6 @@ fn distill_id(encoder: &Encoder, options: &DistillOptions, dims: usize) -> Resul
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
-}
-
-fn progress_bar(show: bool, len: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "distilling {bar:30} {pos}/{len} tokens, {per_sec}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(500));
-    bar
 }
 
 #[cfg(test)]
