@@ -2,6 +2,7 @@
 //! `make tools` (hack/install-tools.sh).
 
 mod buffered;
+mod cascade;
 mod chart;
 mod controller;
 mod crds;
