@@ -193,7 +193,8 @@ struct RunArgs {
     /// Static tier (`semantic-router distill --out DIR`) in front of the encoder: a head with a
     /// static twin (`<head>/static/`, trained by `train --tier static`) is answered by it
     /// when it is sure, in microseconds; otherwise, and for routes with example prompts or
-    /// the semantic cache, the encoder answers.
+    /// the semantic cache, the encoder answers. A folder without a static model gets one
+    /// distilled from the encoder at start (about a minute on two cores), read from then on.
     #[arg(
         long,
         value_name = "DIR",

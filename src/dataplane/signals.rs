@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use crate::classify::cascade::CascadeConfig;
 use crate::classify::{
-    ClassifierService, ClassifyError, Encoder, EncoderOptions, Head, ServiceConfig, StaticModel,
-    StaticTier, Tier,
+    ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig,
+    StaticModel, StaticTier, Tier,
 };
 use crate::routing::{
     ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
@@ -139,7 +139,7 @@ impl CandleSignals {
             heads.push(head);
         }
         let static_tier = match &files.static_model {
-            Some(dir) => Some(static_tier(dir, files)?),
+            Some(dir) => Some(static_tier(dir, &encoder, files)?),
             None => None,
         };
         let service = ClassifierService::start_with(encoder, heads, static_tier, config)?;
@@ -186,10 +186,25 @@ impl CandleSignals {
     }
 }
 
-/// The static model in `dir` with the static twin of every head of `files` that has one made
-/// on that model with a margin; a head without one is always answered by the encoder.
-fn static_tier(dir: &Path, files: &ModelFiles) -> Result<StaticTier, ClassifyError> {
-    let model = StaticModel::load(dir)?;
+/// The static model in `dir` (distilled from `encoder` with the default options and saved
+/// there first when the folder holds none, as `semantic-router distill` would) with the static
+/// twin of every head of `files` that has one made on that model with a margin; a head
+/// without one is always answered by the encoder.
+fn static_tier(
+    dir: &Path,
+    encoder: &Encoder,
+    files: &ModelFiles,
+) -> Result<StaticTier, ClassifyError> {
+    let model = if dir.join("static.json").is_file() {
+        StaticModel::load(dir)?
+    } else {
+        tracing::info!(dir = %dir.display(), "no static model there yet: distilling the encoder (about a minute on two cores)");
+        let started = Instant::now();
+        let model = StaticModel::distill(encoder, &DistillOptions::default())?;
+        model.save(dir)?;
+        tracing::info!(dir = %dir.display(), id = %model.info().id, elapsed = ?started.elapsed(), "static model distilled");
+        model
+    };
     let id = model.info().id.clone();
     let mut tier = StaticTier::new(model);
     let roles = [
@@ -384,5 +399,42 @@ impl ModelSignals for CandleSignals {
                     .then_some(analysis.embedding),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Architecture, tiny};
+
+    #[test]
+    fn a_missing_static_model_is_distilled_at_start_and_read_the_next_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let encoder = tmp.path().join("tiny");
+        tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
+        let statics = tmp.path().join("static");
+        let files = ModelFiles {
+            encoder,
+            max_tokens: 64,
+            category_head: None,
+            complexity_head: None,
+            jailbreak_head: None,
+            static_model: Some(statics.clone()),
+        };
+        let load = || CandleSignals::load(&files, ServiceConfig::default(), Duration::from_secs(1));
+        let modified = || {
+            std::fs::metadata(statics.join("static.safetensors"))
+                .and_then(|m| m.modified())
+                .unwrap()
+        };
+        load().expect("first start distills");
+        let written = modified();
+        std::thread::sleep(Duration::from_millis(20));
+        load().expect("second start reads it");
+        assert_eq!(
+            modified(),
+            written,
+            "the second start did not distill again"
+        );
     }
 }
