@@ -18,7 +18,8 @@
 //! - [`dataset`], [`embedding_store`], [`train`], [`evaluate`]: labelled JSONL, embeddings
 //!   kept on disk per encoder, training a calibrated head, and measuring one.
 //! - [`static_model`]: the static tier, token vectors distilled from an encoder: a lookup and
-//!   a weighted mean per text instead of a forward pass.
+//!   a weighted mean per text instead of a forward pass; [`cascade`]: when its heads' static
+//!   twins answer alone (`cascade.json`) and how that margin is chosen.
 //! - [`tiny`]: tiny random-weight models for tests.
 
 mod backbone;

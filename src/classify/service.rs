@@ -1,7 +1,9 @@
 //! [`ClassifierService`]: the async front of the models. One encoder pass per text feeds the
 //! embedding and every head; repeated texts come from the cache; the model runs on a
 //! dedicated pool of OS threads behind a bounded, batching queue, so the async runtime never
-//! blocks on a forward pass and a caller never waits longer than its deadline.
+//! blocks on a forward pass and a caller never waits longer than its deadline. An optional
+//! [`StaticTier`] answers, inline and without the queue, the callers that need heads only
+//! whenever its static twins are sure ([`ClassifierService::analyze_heads_until`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
