@@ -27,6 +27,7 @@ pub const VALUE_SETS: &[(&str, &[&str])] = &[
         &["openshift.enabled=true", "gateway.mode=envoy"],
     ),
     ("bundled envoy (ORIGINAL_DST)", &["gateway.mode=envoy"]),
+    ("static tier", &["encoder.staticTier.enabled=true"]),
     (
         "bundled envoy (override_host)",
         &[
@@ -501,6 +502,38 @@ fn redis_cache_values_wire_the_url_and_mount_the_password_and_ca() {
             text(&out)
         );
     }
+}
+
+#[test]
+fn the_static_tier_value_gives_the_router_a_writable_folder_to_distill_into() {
+    let docs = render(&[], false);
+    let args = args_of(router_container(&docs));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--static-model")),
+        "{args:?}"
+    );
+
+    let docs = render(&["encoder.staticTier.enabled=true"], false);
+    let router = router_container(&docs);
+    assert!(
+        args_of(router).contains(&"--static-model=/var/cache/semantic-router/static".to_owned()),
+        "{router}"
+    );
+    let mounts = router["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().any(|m| m["name"] == "static-tier"
+            && m["mountPath"] == "/var/cache/semantic-router"
+            && m["readOnly"].is_null()),
+        "{mounts:?}"
+    );
+    let pod = &find(&docs, "Deployment", &full_name())["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "static-tier")
+        .expect("a static-tier volume");
+    assert_eq!(volume["emptyDir"]["sizeLimit"], "64Mi");
 }
 
 /// Writes the bundled Envoy's rendered config to a file and runs `envoy --mode validate`.
