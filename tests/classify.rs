@@ -54,6 +54,15 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The service's metrics as Prometheus text.
+fn metrics_text(service: &ClassifierService) -> String {
+    let mut registry = Registry::default();
+    service.register(&mut registry);
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("encode metrics");
+    text
+}
+
 fn sum(ranked: &[(String, f32)]) -> f32 {
     ranked.iter().map(|(_, p)| p).sum()
 }
@@ -285,10 +294,7 @@ async fn the_service_batch_matches_the_encoder() {
         assert!(max_diff(&direct.embedding, &served) < 1e-4, "{text}");
     }
     assert_eq!(service.encoded_texts(), 4);
-    let mut registry = Registry::default();
-    service.register(&mut registry);
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("encode metrics");
+    let text = metrics_text(&service);
     // All four arrived within max_wait, so one forward pass ran them.
     assert!(
         text.contains("semantic_router_classifier_batch_size_count 1"),
@@ -1133,10 +1139,7 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
     assert_eq!(unsure.encoded_texts(), 1);
     assert_eq!(unsure.metrics().tier_answers("encoder"), 1);
     assert_eq!(sure.metrics().tier_answers("static"), 1);
-    let mut registry = Registry::default();
-    sure.register(&mut registry);
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("encode metrics");
+    let text = metrics_text(&sure);
     assert!(
         text.contains("semantic_router_classifier_cascade_answers_total{tier=\"static\"} 1"),
         "{text}"
