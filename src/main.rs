@@ -64,7 +64,7 @@ enum Command {
     Train(Box<semantic_router::classify::heads_cli::TrainArgs>),
     /// Distill an encoder into static token vectors (the static tier: a lookup and a
     /// weighted mean per text, no forward pass); heads train on it with `train --tier static`.
-    Distill(Box<semantic_router::classify::heads_cli::DistillArgs>),
+    Distill(Box<semantic_router::classify::distill_cli::DistillArgs>),
     /// Measure a head on labelled JSONL (--head): accuracy, macro-F1, per-class table,
     /// confusion matrix; for a binary head AUC and recall at 1/2/5% false positives. Or replay
     /// a request log through a policy (--manifests, optionally --compare DIR2): share per

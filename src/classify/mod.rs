@@ -14,7 +14,7 @@
 //!   `labels.json`; a fine-tuned checkpoint's own classifier is served too.
 //! - [`service`]: the async API; inference off the runtime on OS threads, dynamic batching,
 //!   a bounded queue that sheds (`Overloaded`, `DeadlineExceeded`), an exact-text LRU cache.
-//! - [`cli`]: the `semantic-router classify` report.
+//! - [`cli`]: the `semantic-router classify` report; [`distill_cli`]: `semantic-router distill`.
 //! - [`dataset`], [`embedding_store`], [`train`], [`evaluate`]: labelled JSONL, embeddings
 //!   kept on disk per encoder, training a calibrated head, and measuring one.
 //! - [`static_model`]: the static tier, token vectors distilled from an encoder: a lookup and
@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod device;
+pub mod distill_cli;
 pub mod embedding_store;
 pub mod encoder;
 pub mod error;
