@@ -3,7 +3,15 @@
 //! the encoder. The threshold is chosen on validation data so that the cascade stays within a
 //! tolerance of the encoder's own accuracy while deferring as little as it can.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use super::error::{ClassifyError, Result};
+use super::static_model::read_json;
+
+/// The file beside a static-tier head that says when it answers alone.
+pub const CASCADE_FILE: &str = "cascade.json";
 
 /// `cascade.json` beside a static-tier head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +24,27 @@ pub struct CascadeConfig {
     pub margin: Option<f32>,
     /// On validation: the encoder head's accuracy, the cascade's, and the share deferred.
     pub validation: Option<CascadeValidation>,
+}
+
+impl CascadeConfig {
+    /// The `cascade.json` of the static head in `dir`, refused unless it was trained on the
+    /// static model `static_id`.
+    pub fn read(dir: &Path, static_id: &str) -> Result<Self> {
+        let file = dir.join(CASCADE_FILE);
+        let config: Self = read_json(&file)?;
+        if config.static_model != static_id {
+            return Err(ClassifyError::invalid(
+                &file,
+                format!(
+                    "{} was trained on static model {}, not on {static_id}: train it again or \
+                     pass the model it was made with",
+                    dir.display(),
+                    config.static_model
+                ),
+            ));
+        }
+        Ok(config)
+    }
 }
 
 /// How the chosen threshold did on validation data.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::cascade::{CascadeConfig, Judged, choose_margin, margin};
+use super::cascade::{CASCADE_FILE, CascadeConfig, Judged, choose_margin, margin};
 use super::dataset::{Dataset, DatasetError};
 use super::embedding_store::EmbeddingStore;
 use super::encoder::{Encoder, EncoderOptions};
@@ -39,18 +39,6 @@ pub enum HeadsError {
     /// `--tier static` without the static model.
     #[error("--tier static needs --static-model DIR (made by `semantic-router distill`)")]
     NoStaticModel,
-    /// A static head over another static model than the one given.
-    #[error(
-        "{head} was trained on static model {trained}, not on {given}: train it again or pass the model it was made with"
-    )]
-    StaticMismatch {
-        /// The head's folder.
-        head: String,
-        /// The model it was trained on.
-        trained: String,
-        /// The model given.
-        given: String,
-    },
     /// A report could not be written.
     #[error("cannot write {path}: {detail}")]
     Write {
@@ -368,7 +356,7 @@ impl TrainArgs {
                     v.static_accuracy
                 );
             }
-            write_json(&self.out.join("cascade.json"), &config)?;
+            write_json(&self.out.join(CASCADE_FILE), &config)?;
         }
         let r = &trained.report;
         Ok(format!(
@@ -447,7 +435,7 @@ impl EvalArgs {
         let mut embedder = self.encoder.embedder()?;
         check_width(path, &head, embedder.dimension())?;
         if let Some(id) = embedder.static_id() {
-            check_static(path, id)?;
+            CascadeConfig::read(path, id)?;
         }
         let data = Dataset::read_for(&self.data, head.labels())?;
         let positive = positive_index(self.positive.as_deref(), head.labels())?;
@@ -498,7 +486,7 @@ impl EvalArgs {
         let model = self.encoder.static_model()?;
         let static_head = Head::load(dir)?;
         check_width(dir, &static_head, model.dimension())?;
-        let config = check_static(dir, &model.info().id)?;
+        let config = CascadeConfig::read(dir, &model.info().id)?;
         if static_head.labels() != head.labels() {
             return Err(ClassifyError::Config(format!(
                 "{} has labels {:?}, the head {:?}",
@@ -562,20 +550,4 @@ fn check_width(path: &Path, head: &Head, dimension: usize) -> Result<(), HeadsEr
         actual: dimension,
     }
     .into())
-}
-
-/// The `cascade.json` of a static head, refused unless it was trained on static model `id`.
-fn check_static(path: &Path, id: &str) -> Result<CascadeConfig, HeadsError> {
-    let file = path.join("cascade.json");
-    let text = std::fs::read_to_string(&file).map_err(|e| ClassifyError::io(&file, e))?;
-    let config: CascadeConfig =
-        serde_json::from_str(&text).map_err(|e| ClassifyError::invalid(&file, e.to_string()))?;
-    if config.static_model != id {
-        return Err(HeadsError::StaticMismatch {
-            head: path.display().to_string(),
-            trained: config.static_model,
-            given: id.to_owned(),
-        });
-    }
-    Ok(config)
 }

@@ -181,10 +181,7 @@ impl StaticModel {
     /// Loads a folder [`save`](Self::save) wrote.
     pub fn load(dir: &Path) -> Result<Self> {
         let info_path = dir.join("static.json");
-        let text =
-            std::fs::read_to_string(&info_path).map_err(|e| ClassifyError::io(&info_path, e))?;
-        let info: StaticInfo = serde_json::from_str(&text)
-            .map_err(|e| ClassifyError::invalid(&info_path, e.to_string()))?;
+        let info: StaticInfo = read_json(&info_path)?;
         if info.format != FORMAT {
             return Err(ClassifyError::invalid(
                 &info_path,
@@ -265,6 +262,12 @@ impl StaticModel {
             truncated: tokens.truncated,
         })
     }
+}
+
+/// A JSON file read into `T`; a missing file is an I/O error, bad content names the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClassifyError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ClassifyError::invalid(path, e.to_string()))
 }
 
 /// `[CLS] id [SEP]` (the frame of the empty text around one token).

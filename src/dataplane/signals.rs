@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::classify::cascade::CascadeConfig;
+use crate::classify::cascade::{CASCADE_FILE, CascadeConfig};
 use crate::classify::{
     ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig,
     StaticModel, StaticTier, Tier,
@@ -215,23 +215,11 @@ fn static_tier(
     for (role, head) in roles {
         let Some(head) = head else { continue };
         let twin = head.join(STATIC_TWIN);
-        let config = twin.join("cascade.json");
-        let Ok(text) = std::fs::read_to_string(&config) else {
+        if !twin.join(CASCADE_FILE).is_file() {
             tracing::warn!(head = %head.display(), "no static twin: the encoder answers this head");
             continue;
-        };
-        let cascade: CascadeConfig = serde_json::from_str(&text)
-            .map_err(|e| ClassifyError::invalid(&config, e.to_string()))?;
-        if cascade.static_model != id {
-            return Err(ClassifyError::invalid(
-                &config,
-                format!(
-                    "trained on static model {}, but {} is {id}: train the twin again",
-                    cascade.static_model,
-                    dir.display()
-                ),
-            ));
         }
+        let cascade = CascadeConfig::read(&twin, &id)?;
         let Some(margin) = cascade.margin else {
             tracing::warn!(head = %head.display(), "the static twin has no margin: the encoder answers this head");
             continue;
