@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use envoy::{Envoy, EnvoyConfig, free_addr, free_port};
 use semantic_router::api::{EndpointPicking, PickPolicy};
+use semantic_router::dataplane::headers::RequestHeaders;
 use semantic_router::dataplane::openai::ApiKind;
 use semantic_router::dataplane::picker::{
     EndpointPicker, Figures, InFlight, PickRequest, PolicyPicker,
@@ -101,8 +102,8 @@ fn pick_cost(n: usize, policy: PickPolicy) -> f64 {
     };
     let system = long_system(1);
     let questions: Vec<String> = (0..64).map(|i| format!("question {i}?")).collect();
-    let sessions: Vec<HashMap<String, String>> = (0..64)
-        .map(|i| HashMap::from([("x-session-id".to_owned(), format!("session-{i}"))]))
+    let sessions: Vec<RequestHeaders> = (0..64)
+        .map(|i| RequestHeaders::from_pairs([("x-session-id", format!("session-{i}"))]))
         .collect();
     // Fresh figures everywhere, so the load path is the one a scraped pool takes.
     picker.pick(&pool, &PickRequest::default()).ok();
@@ -218,7 +219,7 @@ fn decision_cost(endpoints: usize, policy: PickPolicy) -> f64 {
             .expect("JSON")
         })
         .collect();
-    let headers = HashMap::new();
+    let headers = RequestHeaders::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");

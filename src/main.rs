@@ -433,6 +433,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// `semantic-router explain`: the decision for a body on stdin under the policy in `dir`.
 fn explain(dir: &std::path::Path, headers: &[String], api: Api) -> anyhow::Result<()> {
     use semantic_router::controller::manifests::load_dir;
+    use semantic_router::dataplane::headers::RequestHeaders;
     use semantic_router::dataplane::openai::ApiKind;
     use semantic_router::dataplane::processor::RequestView;
     use std::io::Read;
@@ -453,9 +454,10 @@ fn explain(dir: &std::path::Path, headers: &[String], api: Api) -> anyhow::Resul
             let (name, value) = h
                 .split_once(':')
                 .with_context(|| format!("header {h:?} is not `name: value`"))?;
-            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            Ok((name.trim(), value.trim()))
         })
-        .collect::<anyhow::Result<std::collections::HashMap<_, _>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let headers = RequestHeaders::from_pairs(headers);
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)

@@ -1,6 +1,5 @@
 //! The admin HTTP port: Prometheus metrics, liveness, readiness and `explain`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,6 +11,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
+use super::headers::RequestHeaders;
 use super::openai::ApiKind;
 use super::processor::{Processor, RequestView};
 
@@ -88,10 +88,11 @@ async fn explain(
                 .into_response();
         }
     };
-    let headers: HashMap<String, String> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
+    let headers = RequestHeaders::from_pairs(
+        headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+    );
     match state
         .processor
         .explain(RequestView {

@@ -1,11 +1,9 @@
 //! The Envoy `ext_proc` gRPC service: one task per HTTP request stream, carrying what the
 //! headers phase learned into the body and response phases.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
@@ -16,8 +14,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::routing::Headers;
+
 use super::epp::{self, DESTINATION_HEADER, SERVED_KEY};
 use super::error::RequestError;
+use super::headers::{RequestHeaders, header_text};
 use super::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use super::mutations::{
     self, replaced_body, replacing_router_headers, route_headers, set_header, streamed_body,
@@ -91,7 +92,7 @@ struct StreamState {
     response_mode: BodySendMode,
     /// The inference API of a request the router processes; `None` passes through.
     kind: Option<ApiKind>,
-    headers: HashMap<String, String>,
+    headers: RequestHeaders,
     body: Vec<u8>,
     /// The request was answered (routed, passed or refused); later body chunks are ignored.
     decided: bool,
@@ -109,7 +110,7 @@ impl Default for StreamState {
             request_mode: BodySendMode::Buffered,
             response_mode: BodySendMode::None,
             kind: None,
-            headers: HashMap::new(),
+            headers: RequestHeaders::default(),
             body: Vec::new(),
             decided: false,
             hints: ProxyHints::default(),
@@ -174,15 +175,15 @@ impl StreamState {
         message: HttpHeaders,
         inner: &Inner,
     ) -> Vec<ProcessingResponse> {
-        self.headers = header_map(message.headers.as_ref());
+        self.headers = RequestHeaders::from_proxy(message.headers);
         self.spoofed = self
             .headers
-            .keys()
+            .names()
             .filter(|name| mutations::is_router_header(name))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         let post = self.headers.get(":method").is_some_and(|m| m == "POST");
-        let path = self.headers.get(":path").map_or("", String::as_str);
+        let path = self.headers.get(":path").unwrap_or("");
         self.kind = ApiKind::from_path(path).filter(|_| post);
         let get = self.headers.get(":method").is_some_and(|m| m == "GET");
         if get
@@ -379,13 +380,15 @@ impl StreamState {
         };
         let mut served_header = None;
         for header in message.headers.iter().flat_map(|h| &h.headers) {
-            let value = || header_value(header);
+            let Some(value) = header_text(header) else {
+                continue;
+            };
             if header.key.eq_ignore_ascii_case(":status") {
-                head.status = value().parse().ok();
+                head.status = value.parse().ok();
             } else if header.key.eq_ignore_ascii_case("content-type") {
-                head.sse = value().starts_with("text/event-stream");
+                head.sse = value.starts_with("text/event-stream");
             } else if header.key.eq_ignore_ascii_case(SERVED_KEY) {
-                served_header = epp::first_addr(&value());
+                served_header = epp::first_addr(value);
             }
         }
         head.served = head.served.or(served_header);
@@ -410,34 +413,12 @@ impl StreamState {
     }
 }
 
-/// A header's value, from `raw_value` when set (Envoy's default) or `value`.
-fn header_value(
-    header: &envoy_types::pb::envoy::config::core::v3::HeaderValue,
-) -> std::borrow::Cow<'_, str> {
-    if header.raw_value.is_empty() {
-        std::borrow::Cow::Borrowed(header.value.as_str())
-    } else {
-        String::from_utf8_lossy(&header.raw_value)
-    }
-}
-
-/// Headers by lower-case name; for repeated headers the last value wins.
-fn header_map(headers: Option<&HeaderMap>) -> HashMap<String, String> {
-    headers
-        .map(|h| {
-            h.headers
-                .iter()
-                .map(|v| (v.key.to_ascii_lowercase(), header_value(v).into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::net::SocketAddr;
 
-    use envoy_types::pb::envoy::config::core::v3::{HeaderValue, Metadata};
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
     use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
     use envoy_types::pb::envoy::service::ext_proc::v3::{
         ProtocolConfiguration, body_mutation::Mutation,

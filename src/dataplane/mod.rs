@@ -6,6 +6,7 @@ pub mod admin;
 pub mod epp;
 pub mod error;
 pub mod extproc;
+pub mod headers;
 pub mod metrics;
 pub mod mutations;
 pub mod openai;

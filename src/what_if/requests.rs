@@ -3,11 +3,11 @@
 //! or a body with its headers (`{"body": {...}, "headers": {...}}`); any of them with an
 //! optional `"label"`. Errors name the file and line.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::dataplane::headers::RequestHeaders;
 use crate::dataplane::openai::ApiKind;
 
 /// Why a request log cannot be read.
@@ -52,8 +52,8 @@ pub struct LoggedRequest {
     pub kind: ApiKind,
     /// The body, serialised as a client sends it.
     pub body: Vec<u8>,
-    /// Request headers by lower-case name.
-    pub headers: HashMap<String, String>,
+    /// Request headers.
+    pub headers: RequestHeaders,
     /// The expected outcome, when the line gives one.
     pub label: Option<String>,
 }
@@ -97,14 +97,15 @@ fn parse_line(number: usize, line: &str, model: &str) -> Result<LoggedRequest, S
         Some(_) => return Err("\"label\" is not a string".to_owned()),
     };
     let headers = match object.remove("headers") {
-        None | Some(Value::Null) => HashMap::new(),
-        Some(Value::Object(h)) => h
-            .into_iter()
-            .map(|(name, value)| match value {
-                Value::String(v) => Ok((name.to_ascii_lowercase(), v)),
-                _ => Err(format!("header {name:?} is not a string")),
-            })
-            .collect::<Result<_, _>>()?,
+        None | Some(Value::Null) => RequestHeaders::default(),
+        Some(Value::Object(h)) => RequestHeaders::from_pairs(
+            h.into_iter()
+                .map(|(name, value)| match value {
+                    Value::String(v) => Ok((name, v)),
+                    _ => Err(format!("header {name:?} is not a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
         Some(_) => return Err("\"headers\" is not an object".to_owned()),
     };
     let mut body = match (object.remove("body"), object.remove("text")) {
@@ -153,6 +154,7 @@ fn chat_of(text: String) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::Headers;
 
     fn body(r: &LoggedRequest) -> Value {
         serde_json::from_slice(&r.body).unwrap()
@@ -188,7 +190,7 @@ mod tests {
         assert_eq!(log[1].label, None);
         assert_eq!(log[2].kind, ApiKind::Completions);
         assert_eq!(body(&log[2]).get("label"), None);
-        assert_eq!(log[3].headers["x-team"], "research");
+        assert_eq!(log[3].headers.get("x-team"), Some("research"));
         assert_eq!(body(&log[3])["model"], "auto");
     }
 

@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
 
+use super::headers::RequestHeaders;
 use crate::api::{EndpointPicking, PassiveHealth, PickPolicy};
-use crate::routing::{ObjectKey, Pool, PoolBackend, RoutingTable, SharedTable};
+use crate::routing::{Headers, ObjectKey, Pool, PoolBackend, RoutingTable, SharedTable};
 
 pub use gauges::EndpointGauges;
 pub use health::Attempt;
@@ -55,7 +56,7 @@ pub struct PickRequest<'a> {
     /// and text; for a completion, the prompt.
     pub prompt: &'a [&'a str],
     /// Request headers by lower-case name.
-    pub headers: Option<&'a HashMap<String, String>>,
+    pub headers: Option<&'a RequestHeaders>,
     /// The proxy's subset hint: pick only among these. `Some(&[])` is an empty subset.
     pub subset: Option<&'a [SocketAddr]>,
 }
@@ -470,13 +471,7 @@ impl EndpointPicker for PolicyPicker {
             }
             PickPolicy::SessionAffinity => {
                 let header = &picking.session_affinity.header;
-                let value = request.headers.and_then(|h| {
-                    if header.bytes().any(|b| b.is_ascii_uppercase()) {
-                        h.get(&header.to_ascii_lowercase())
-                    } else {
-                        h.get(header)
-                    }
-                });
+                let value = request.headers.and_then(|h| h.get(header));
                 affinity.session = value.filter(|v| !v.is_empty()).map(|v| session_key(v));
                 let bound = affinity.session.and_then(|key| {
                     let mut sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());

@@ -219,7 +219,7 @@ fn session_affinity_sticks_to_a_healthy_endpoint_and_moves_when_it_is_ejected() 
     settings.session_affinity.header = "X-Conversation".into();
     settings.health.consecutive_failures = 1;
     let p = pool_with(3, settings);
-    let headers = HashMap::from([("x-conversation".to_owned(), "c-1".to_owned())]);
+    let headers = RequestHeaders::from_pairs([("x-conversation", "c-1")]);
     let request = PickRequest {
         headers: Some(&headers),
         ..PickRequest::default()
