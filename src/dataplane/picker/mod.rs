@@ -472,7 +472,7 @@ impl EndpointPicker for PolicyPicker {
             PickPolicy::SessionAffinity => {
                 let header = &picking.session_affinity.header;
                 let value = request.headers.and_then(|h| h.get(header));
-                affinity.session = value.filter(|v| !v.is_empty()).map(|v| session_key(v));
+                affinity.session = value.filter(|v| !v.is_empty()).map(session_key);
                 let bound = affinity.session.and_then(|key| {
                     let mut sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
                     sessions.set_capacity(picking.session_affinity.max_sessions as usize);
