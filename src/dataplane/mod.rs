@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod epp;
 pub mod error;
+mod examples;
 pub mod extproc;
 pub mod headers;
 pub mod metrics;

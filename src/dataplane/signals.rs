@@ -1,9 +1,8 @@
 //! Model signals from the Candle classifiers: example-prompt similarity, classifier categories
 //! and the jailbreak score, all from one encoder pass per request.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -11,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use super::examples::ExampleIndex;
 use crate::classify::cascade::{CASCADE_FILE, CascadeConfig};
 use crate::classify::{
     ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig,
@@ -170,7 +170,7 @@ impl CandleSignals {
         async move {
             loop {
                 if let Some(current) = table.load() {
-                    index_prompts(&service, &index, &current).await;
+                    index.index(&service, &current).await;
                 }
                 if generations.changed().await.is_err() {
                     return;
@@ -182,7 +182,7 @@ impl CandleSignals {
     /// Embeds the example prompts of `table` now, once: for a one-off run over a fixed table
     /// (the live router keeps them current with [`index_examples`](Self::index_examples)).
     pub async fn index_table(&self, table: &RoutingTable) {
-        index_prompts(&self.service, &self.examples, table).await;
+        self.examples.index(&self.service, table).await;
     }
 }
 
@@ -230,67 +230,6 @@ fn static_tier(
     Ok(tier)
 }
 
-/// Embeds every example prompt `table` names that `index` lacks, and forgets the others.
-async fn index_prompts(service: &ClassifierService, index: &ExampleIndex, table: &RoutingTable) {
-    let mut wanted: Vec<String> = table
-        .routes
-        .iter()
-        .flat_map(|r| r.signals.iter())
-        .filter_map(|s| match &s.kind {
-            SignalKind::Examples { prompts, .. } => Some(prompts.iter().cloned()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    wanted.sort();
-    wanted.dedup();
-    index.retain(&wanted);
-    for prompt in wanted.iter().filter(|p| !index.contains(p)) {
-        match service.embed(prompt).await {
-            Ok(embedding) => index.insert(prompt.clone(), embedding),
-            Err(e) => tracing::warn!("cannot embed example prompt {prompt:?}: {e}"),
-        }
-    }
-    tracing::info!(prompts = wanted.len(), "example prompts embedded");
-}
-
-/// Embeddings of example prompts by text.
-#[derive(Default)]
-struct ExampleIndex(RwLock<HashMap<String, Arc<[f32]>>>);
-
-impl ExampleIndex {
-    fn contains(&self, text: &str) -> bool {
-        self.0.read().map(|m| m.contains_key(text)).unwrap_or(false)
-    }
-
-    fn insert(&self, text: String, embedding: Arc<[f32]>) {
-        if let Ok(mut m) = self.0.write() {
-            m.insert(text, embedding);
-        }
-    }
-
-    fn retain(&self, wanted: &[String]) {
-        if let Ok(mut m) = self.0.write() {
-            m.retain(|k, _| wanted.binary_search(k).is_ok());
-        }
-    }
-
-    /// Highest cosine similarity of `embedding` to the prompts; `None` until every prompt of
-    /// the set is embedded.
-    fn best(&self, prompts: &[String], embedding: &[f32]) -> Option<f32> {
-        let map = self.0.read().ok()?;
-        prompts
-            .iter()
-            .map(|p| map.get(p).map(|e| dot(e, embedding)))
-            .try_fold(f32::MIN, |best, s| s.map(|s| best.max(s)))
-    }
-}
-
-/// Cosine similarity of unit vectors.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 impl ModelSignals for CandleSignals {
     fn evaluate<'a>(
         &'a self,
@@ -299,41 +238,42 @@ impl ModelSignals for CandleSignals {
         values: &'a mut SignalValues,
     ) -> BoxFuture<'a, ModelFindings> {
         Box::pin(async move {
-            let needed: Vec<usize> = route
-                .needed_signals()
-                .filter(|&id| route.signals[id].kind.needs_model())
-                .collect();
-            let mut heads: Vec<&str> = Vec::new();
-            for &id in &needed {
-                if let SignalKind::Category { classifier, .. } = &route.signals[id].kind
-                    && let Some(h) = self.heads.of(*classifier)
-                    && !heads.contains(&h)
-                {
-                    heads.push(h);
-                }
-            }
-            if let Some(h) = self
+            let needed = || {
+                route
+                    .needed_signals()
+                    .filter(|&id| route.signals[id].kind.needs_model())
+            };
+            // At most one head per role: category, complexity, jailbreak.
+            let mut heads: [&str; 3] = [""; 3];
+            let mut count = 0;
+            let categories = needed().filter_map(|id| match &route.signals[id].kind {
+                SignalKind::Category { classifier, .. } => self.heads.of(*classifier),
+                _ => None,
+            });
+            let jailbreak = self
                 .heads
                 .jailbreak
                 .as_deref()
-                .filter(|_| route.jailbreak.is_some())
-            {
-                heads.push(h);
+                .filter(|_| route.jailbreak.is_some());
+            for head in categories.chain(jailbreak) {
+                if !heads[..count].contains(&head) && count < heads.len() {
+                    heads[count] = head;
+                    count += 1;
+                }
             }
+            let heads = &heads[..count];
             let deadline = Instant::now() + self.budget;
             // Example prompts and the semantic cache compare encoder embeddings: only a route
             // that needs neither may be answered by the static tier.
             let needs_embedding = route.cache.is_some()
-                || needed
-                    .iter()
-                    .any(|&id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
+                || needed().any(|id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
             let analyzed = if needs_embedding {
                 self.service
-                    .analyze_until(text, &heads, Some(deadline))
+                    .analyze_until(text, heads, Some(deadline))
                     .await
             } else {
                 self.service
-                    .analyze_heads_until(text, &heads, Some(deadline))
+                    .analyze_heads_until(text, heads, Some(deadline))
                     .await
             };
             let analysis = match analyzed {
@@ -344,7 +284,7 @@ impl ModelSignals for CandleSignals {
                     return ModelFindings::default();
                 }
             };
-            for id in needed {
+            for id in needed() {
                 let value = match &route.signals[id].kind {
                     SignalKind::Examples { prompts, threshold } => self
                         .examples
@@ -394,6 +334,60 @@ impl ModelSignals for CandleSignals {
 mod tests {
     use super::*;
     use crate::classify::{Architecture, tiny};
+    use crate::routing::fixtures::{compile_all, route, two_pools};
+
+    #[tokio::test]
+    async fn example_signals_score_once_their_set_is_embedded_and_follow_a_new_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let encoder = tmp.path().join("tiny");
+        tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
+        let files = ModelFiles {
+            encoder,
+            max_tokens: 64,
+            category_head: None,
+            complexity_head: None,
+            jailbreak_head: None,
+            static_model: None,
+        };
+        let (signals, _) =
+            CandleSignals::load(&files, ServiceConfig::default(), Duration::from_secs(5)).unwrap();
+        let table = |prompts: &str| {
+            let spec = format!(
+                "match: {{models: [auto]}}\nsignals:\n  examples: [{{name: mathy, prompts: [{prompts}], threshold: 0.99}}]\ndecisions:\n- {{name: math, when: {{any: [mathy]}}, targets: [{{pool: large, model: large}}]}}\ndefaultTarget: {{pool: small, model: small}}"
+            );
+            compile_all(two_pools(), vec![route("auto", &spec)]).table
+        };
+        let score = |table: &RoutingTable, prompt: &'static str| {
+            let route = table.routes[0].clone();
+            let signals = &signals;
+            async move {
+                let mut values = SignalValues(vec![None; route.signals.len()]);
+                signals.evaluate(&route, prompt, &mut values).await;
+                values.get(0)
+            }
+        };
+        let first = table("\"solve for x\", \"integrate this\"");
+        assert_eq!(score(&first, "solve for x").await, None, "not embedded yet");
+        signals.index_table(&first).await;
+        let same = score(&first, "solve for x").await.expect("scored");
+        assert!(same.matched && same.score.unwrap() > 0.99, "{same:?}");
+        let other = score(&first, "hello there, how are you")
+            .await
+            .expect("scored");
+        assert!(other.score.unwrap() < same.score.unwrap(), "{other:?}");
+
+        let second = table("\"hello there, how are you\"");
+        signals.index_table(&second).await;
+        let now = score(&second, "hello there, how are you")
+            .await
+            .expect("scored");
+        assert!(now.matched, "{now:?}");
+        assert_eq!(
+            score(&first, "solve for x").await,
+            None,
+            "a set the live table no longer names is forgotten"
+        );
+    }
 
     #[test]
     fn a_missing_static_model_is_distilled_at_start_and_read_the_next_time() {

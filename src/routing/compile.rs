@@ -14,8 +14,8 @@ use super::keywords::KeywordSet;
 
 mod targets;
 use super::table::{
-    Condition, DEFAULT_DECISION, Decision, Model, Pool, PoolBackend, Route, RoutingTable, Signal,
-    SignalKind,
+    Condition, DEFAULT_DECISION, Decision, ExamplePrompts, Model, Pool, PoolBackend, Route,
+    RoutingTable, Signal, SignalKind,
 };
 use targets::{direct_targets, resolve};
 
@@ -444,7 +444,7 @@ fn compile_signals(signals: &api::Signals) -> Vec<Signal> {
     let examples = signals.examples.iter().map(|e| Signal {
         name: e.name.clone(),
         kind: SignalKind::Examples {
-            prompts: e.prompts.clone(),
+            prompts: ExamplePrompts::new(e.prompts.clone()),
             threshold: e.threshold,
         },
     });

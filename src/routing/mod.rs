@@ -16,8 +16,9 @@ pub use engine::{
 };
 pub use keywords::{KeywordSet, contains_word};
 pub use table::{
-    Condition, DEFAULT_DECISION, DIRECT, Decision, Labels, Model, Pool, PoolBackend, Route,
-    RoutingTable, SharedTable, Signal, SignalId, SignalKind, Target, reasoning_label,
+    Condition, DEFAULT_DECISION, DIRECT, Decision, ExamplePrompts, Labels, Model, Pool,
+    PoolBackend, Route, RoutingTable, SharedTable, Signal, SignalId, SignalKind, Target,
+    reasoning_label,
 };
 
 #[cfg(test)]

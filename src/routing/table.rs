@@ -180,7 +180,7 @@ pub enum SignalKind {
     /// Embedding similarity to example prompts (computed by a model).
     Examples {
         /// The example prompts.
-        prompts: Vec<String>,
+        prompts: ExamplePrompts,
         /// Similarity threshold.
         threshold: f32,
     },
@@ -193,6 +193,37 @@ pub enum SignalKind {
         /// Confidence threshold.
         threshold: f32,
     },
+}
+
+/// A signal's example prompts and a digest of them, made at compile time, so a request finds
+/// their embeddings by one number rather than by hashing every prompt's text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExamplePrompts {
+    prompts: Vec<String>,
+    digest: u64,
+}
+
+impl ExamplePrompts {
+    /// The set of `prompts`, in order.
+    pub fn new(prompts: Vec<String>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        prompts.hash(&mut hasher);
+        Self {
+            digest: hasher.finish(),
+            prompts,
+        }
+    }
+
+    /// The prompts, in order.
+    pub fn prompts(&self) -> &[String] {
+        &self.prompts
+    }
+
+    /// Equal for equal prompt lists within one process.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
 }
 
 impl SignalKind {
