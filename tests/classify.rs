@@ -11,7 +11,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use semantic_router::classify::{
     Architecture, ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions,
-    HubOptions, ModelSource, ServiceConfig, StaticModel, StaticTier, Tier, classify_report, tiny,
+    HubOptions, ModelSource, Ranking, ServiceConfig, StaticModel, StaticTier, Tier,
+    classify_report, tiny,
 };
 use tempfile::TempDir;
 
@@ -63,7 +64,7 @@ fn metrics_text(service: &ClassifierService) -> String {
     text
 }
 
-fn sum(ranked: &[(String, f32)]) -> f32 {
+fn sum(ranked: &Ranking) -> f32 {
     ranked.iter().map(|(_, p)| p).sum()
 }
 
@@ -253,16 +254,19 @@ async fn one_pass_feeds_every_head_and_probabilities_sum_to_one() {
     );
     assert_eq!(analysis.embedding.len(), tiny::HIDDEN);
     for head in heads {
-        let ranked = &analysis.heads[head];
+        let ranked = analysis.head(head).expect("asked for");
         assert!((sum(ranked) - 1.0).abs() < 1e-5, "{head} sums to 1");
+        let probabilities: Vec<f32> = ranked.iter().map(|(_, p)| p).collect();
         assert!(
-            ranked.windows(2).all(|w| w[0].1 >= w[1].1),
+            probabilities.windows(2).all(|w| w[0] >= w[1]),
             "most probable first"
         );
     }
-    let mut labels: Vec<&str> = analysis.heads["tiny-bert"]
+    let mut labels: Vec<&str> = analysis
+        .head("tiny-bert")
+        .expect("the checkpoint's head")
         .iter()
-        .map(|(l, _)| l.as_str())
+        .map(|(l, _)| l)
         .collect();
     labels.sort_unstable();
     assert_eq!(labels, vec!["benign", "jailbreak", "unsure"]);
@@ -1120,7 +1124,7 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
         .expect("static answer");
     assert_eq!(analysis.tier, Tier::Static);
     assert_eq!(analysis.embedding.len(), 8, "the static model's width");
-    assert!((sum(&analysis.heads["topic"]) - 1.0).abs() < 1e-5);
+    assert!((sum(analysis.head("topic").expect("asked for")) - 1.0).abs() < 1e-5);
     assert_eq!(sure.encoded_texts(), 0, "no forward pass");
     // A caller that needs the embedding always gets the encoder's.
     let full = sure

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::encoder::{Encoder, EncoderOptions};
 use super::error::Result;
-use super::head::{Head, ranked};
+use super::head::Head;
+use super::ranking::Ranking;
 
 /// Loads the encoder in `model_dir` and the heads in `head_dirs`, classifies `text`, and
 /// returns a printable report: model, tokens used, embedding dimension and norm, every head's
@@ -42,7 +43,10 @@ pub fn classify_report(
     if let (Some((name, labels)), Some(p)) =
         (encoder.checkpoint_head(), &output.class_probabilities)
     {
-        results.push((format!("{name} (checkpoint)"), ranked(labels, p)));
+        results.push((
+            format!("{name} (checkpoint)"),
+            Ranking::new(labels.into(), p),
+        ));
     }
     for head in &heads {
         results.push((head.name().to_string(), head.classify(&output.embedding)?));
@@ -76,7 +80,7 @@ pub fn classify_report(
     );
     for (name, ranked) in &results {
         let _ = writeln!(out, "head {name}:");
-        for (label, p) in ranked {
+        for (label, p) in ranked.iter() {
             let _ = writeln!(out, "  {label:<24} {p:.4}");
         }
     }

@@ -13,10 +13,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::error::{ClassifyError, Result};
+use super::ranking::Ranking;
 
 /// A dense layer, row-major `weight[out][in]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +54,7 @@ impl Dense {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
     name: String,
-    labels: Vec<String>,
+    labels: Arc<[String]>,
     hidden: Option<Dense>,
     output: Dense,
 }
@@ -111,7 +113,7 @@ impl Head {
         }
         Ok(Self {
             name,
-            labels,
+            labels: labels.into(),
             hidden,
             output,
         })
@@ -205,7 +207,7 @@ impl Head {
         put("output", &self.output).map_err(as_err)?;
         candle_core::safetensors::save(&tensors, &weights_path).map_err(as_err)?;
         let labels_path = dir.join("labels.json");
-        let json = serde_json::to_string_pretty(&self.labels)
+        let json = serde_json::to_string_pretty(&*self.labels)
             .map_err(|e| ClassifyError::invalid(&labels_path, e.to_string()))?;
         std::fs::write(&labels_path, json).map_err(|e| ClassifyError::io(&labels_path, e))
     }
@@ -251,9 +253,15 @@ impl Head {
         Ok(softmax(&logits))
     }
 
-    /// `(label, probability)` for every label, most probable first.
-    pub fn classify(&self, embedding: &[f32]) -> Result<Vec<(String, f32)>> {
-        Ok(ranked(&self.labels, &self.probabilities(embedding)?))
+    /// Every label with its probability, most probable first.
+    pub fn classify(&self, embedding: &[f32]) -> Result<Ranking> {
+        Ok(self.ranking(&self.probabilities(embedding)?))
+    }
+
+    /// `probabilities` (in label order, as [`probabilities`](Self::probabilities) gives them)
+    /// ranked under this head's labels.
+    pub fn ranking(&self, probabilities: &[f32]) -> Ranking {
+        Ranking::new(self.labels.clone(), probabilities)
     }
 }
 
@@ -263,17 +271,6 @@ pub(crate) fn softmax(logits: &[f32]) -> Vec<f32> {
     let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
-}
-
-/// Pairs labels with probabilities, most probable first (ties keep label order).
-pub(crate) fn ranked(labels: &[String], probabilities: &[f32]) -> Vec<(String, f32)> {
-    let mut out: Vec<(String, f32)> = labels
-        .iter()
-        .cloned()
-        .zip(probabilities.iter().copied())
-        .collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1));
-    out
 }
 
 #[cfg(test)]
@@ -295,7 +292,7 @@ mod tests {
         )
         .expect("head");
         let out = head.classify(&[0.0, 1.0, 0.0]).expect("classify");
-        assert_eq!(out[0].0, "b");
+        assert_eq!(out.top().map(|(l, _)| l), Some("b"));
         let total: f32 = out.iter().map(|(_, p)| p).sum();
         assert!((total - 1.0).abs() < 1e-6);
     }

@@ -16,9 +16,10 @@ use super::cache::EmbeddingCache;
 use super::cascade::margin;
 use super::encoder::{Encoder, EncoderOutput};
 use super::error::{ClassifyError, Result};
-use super::head::{Head, ranked};
+use super::head::Head;
 use super::metrics::ClassifierMetrics;
 use super::queue::{BatchQueue, Job, Worker};
+use super::ranking::Ranking;
 use super::static_model::StaticModel;
 
 /// How the service runs the model.
@@ -67,8 +68,9 @@ pub fn default_workers() -> usize {
 pub struct Analysis {
     /// Mean-pooled, L2-normalised embedding (cosine similarity = dot product).
     pub embedding: Arc<[f32]>,
-    /// For each requested head: `(label, probability)` for every label, most probable first.
-    pub heads: HashMap<String, Vec<(String, f32)>>,
+    /// Each requested head's answer, in the order asked, under the name the service knows it
+    /// by ([`head`](Self::head) finds one by name).
+    pub heads: Vec<(Arc<str>, Ranking)>,
     /// Tokens the model saw, special tokens included.
     pub tokens: usize,
     /// Whether the text was cut to the token budget (its start and end are kept).
@@ -77,6 +79,16 @@ pub struct Analysis {
     pub cached: bool,
     /// The tier whose embedding and heads these are.
     pub tier: Tier,
+}
+
+impl Analysis {
+    /// The answer of the head named `name`, if it was asked for.
+    pub fn head(&self, name: &str) -> Option<&Ranking> {
+        self.heads
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, ranking)| ranking)
+    }
 }
 
 /// Which model produced an [`Analysis`].
@@ -93,7 +105,7 @@ pub enum Tier {
 #[derive(Debug)]
 pub struct StaticTier {
     model: StaticModel,
-    heads: HashMap<String, (Head, f32)>,
+    heads: HashMap<Arc<str>, (Head, f32)>,
 }
 
 impl StaticTier {
@@ -115,7 +127,7 @@ impl StaticTier {
                 actual: self.model.dimension(),
             });
         }
-        self.heads.insert(name.to_owned(), (head, margin));
+        self.heads.insert(name.into(), (head, margin));
         Ok(self)
     }
 
@@ -130,16 +142,16 @@ impl StaticTier {
             return Ok(None);
         }
         let output = self.model.embed(text)?;
-        let mut results = HashMap::with_capacity(heads.len());
+        let mut results = Vec::with_capacity(heads.len());
         for &name in heads {
-            let Some((head, threshold)) = self.heads.get(name) else {
+            let Some((name, (head, threshold))) = self.heads.get_key_value(name) else {
                 return Ok(None);
             };
             let probabilities = head.probabilities(&output.embedding)?;
             if margin(&probabilities) < *threshold {
                 return Ok(None);
             }
-            results.insert(name.to_string(), ranked(head.labels(), &probabilities));
+            results.push((name.clone(), head.ranking(&probabilities)));
         }
         Ok(Some(Analysis {
             embedding: output.embedding,
@@ -155,14 +167,14 @@ impl StaticTier {
 enum HeadKind {
     /// One of our heads over the embedding.
     Own(Head),
-    /// The checkpoint's own classifier, computed in the forward pass.
-    Checkpoint(Vec<String>),
+    /// The checkpoint's own classifier (its labels), computed in the forward pass.
+    Checkpoint(Arc<[String]>),
 }
 
 struct Shared {
     encoder: Arc<Encoder>,
     static_tier: Option<StaticTier>,
-    heads: HashMap<String, HeadKind>,
+    heads: HashMap<Arc<str>, HeadKind>,
     queue: Arc<BatchQueue>,
     cache: Arc<EmbeddingCache>,
     metrics: ClassifierMetrics,
@@ -216,9 +228,9 @@ impl ClassifierService {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ClassifyError::Config(format!("{name} must be at least 1")));
         }
-        let mut by_name: HashMap<String, HeadKind> = HashMap::new();
+        let mut by_name: HashMap<Arc<str>, HeadKind> = HashMap::new();
         if let Some((name, labels)) = encoder.checkpoint_head() {
-            by_name.insert(name.to_string(), HeadKind::Checkpoint(labels.to_vec()));
+            by_name.insert(name.into(), HeadKind::Checkpoint(labels.into()));
         }
         for head in heads {
             if head.input_dim() != encoder.dimension() {
@@ -228,7 +240,7 @@ impl ClassifierService {
                     actual: encoder.dimension(),
                 });
             }
-            let name = head.name().to_string();
+            let name: Arc<str> = head.name().into();
             if by_name.insert(name.clone(), HeadKind::Own(head)).is_some() {
                 return Err(ClassifyError::Config(format!(
                     "two heads are named {name:?}"
@@ -241,7 +253,7 @@ impl ClassifierService {
             .flat_map(|t| t.heads.keys())
             .find(|name| !by_name.contains_key(*name))
         {
-            return Err(ClassifyError::UnknownHead(unknown.clone()));
+            return Err(ClassifyError::UnknownHead(unknown.to_string()));
         }
         let metrics = ClassifierMetrics::default();
         let encoder = Arc::new(encoder);
@@ -285,10 +297,15 @@ impl ClassifierService {
         Ok(self.analyze(text, &[]).await?.embedding)
     }
 
-    /// `(label, probability)` for every label of `head`, most probable first.
-    pub async fn classify(&self, text: &str, head: &str) -> Result<Vec<(String, f32)>> {
-        let mut analysis = self.analyze(text, &[head]).await?;
-        Ok(analysis.heads.remove(head).unwrap_or_default())
+    /// Every label of `head` with its probability, most probable first.
+    pub async fn classify(&self, text: &str, head: &str) -> Result<Ranking> {
+        let analysis = self.analyze(text, &[head]).await?;
+        analysis
+            .heads
+            .into_iter()
+            .next()
+            .map(|(_, ranking)| ranking)
+            .ok_or_else(|| ClassifyError::UnknownHead(head.to_owned()))
     }
 
     /// The embedding and the given heads' results from one encoder pass, within the default
@@ -317,17 +334,19 @@ impl ClassifierService {
             Some(output) => (output, true),
             None => (self.encode(text, key, deadline).await?, false),
         };
-        let mut results = HashMap::with_capacity(heads.len());
+        let mut results = Vec::with_capacity(heads.len());
         for &name in heads {
-            let ranked = match shared.heads.get(name) {
-                Some(HeadKind::Own(head)) => head.classify(&output.embedding)?,
-                Some(HeadKind::Checkpoint(labels)) => {
-                    let probabilities = output.class_probabilities.as_deref().unwrap_or(&[]);
-                    ranked(labels, probabilities)
-                }
-                None => return Err(ClassifyError::UnknownHead(name.to_string())),
+            let Some((name, kind)) = shared.heads.get_key_value(name) else {
+                return Err(ClassifyError::UnknownHead(name.to_string()));
             };
-            results.insert(name.to_string(), ranked);
+            let ranking = match kind {
+                HeadKind::Own(head) => head.classify(&output.embedding)?,
+                HeadKind::Checkpoint(labels) => {
+                    let probabilities = output.class_probabilities.as_deref().unwrap_or(&[]);
+                    Ranking::new(labels.clone(), probabilities)
+                }
+            };
+            results.push((name.clone(), ranking));
         }
         Ok(Analysis {
             embedding: output.embedding.clone(),
@@ -400,7 +419,7 @@ impl ClassifierService {
 
     /// Names of the heads the service can run.
     pub fn head_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.shared.heads.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.shared.heads.keys().map(|k| &**k).collect();
         names.sort_unstable();
         names
     }

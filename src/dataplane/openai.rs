@@ -227,19 +227,11 @@ impl InferenceRequest {
         if last.get("role").and_then(Value::as_str) != Some("user") {
             return None;
         }
-        let mut rest: Map<String, Value> = self
-            .body
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "model" | "stream" | "stream_options" | "user" | "messages"
-                )
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        rest.insert("messages".to_owned(), Value::Array(earlier.to_vec()));
-        Some(Value::Object(rest).to_string())
+        serde_json::to_string(&CacheContext {
+            body: &self.body,
+            earlier,
+        })
+        .ok()
     }
 
     /// Point the request at the routed `model` and set its reasoning switch the way the
@@ -450,6 +442,29 @@ fn validate_prompt(body: &Map<String, Value>) -> Result<(), RequestError> {
     }
 }
 
+/// A Chat body as the cache scope reads it, borrowed: every field but `model`, the stream
+/// switches and `user`, with `messages` less the last (the prompt). It serializes to the same
+/// text as that object built and printed, without copying the conversation.
+struct CacheContext<'a> {
+    body: &'a Map<String, Value>,
+    earlier: &'a [Value],
+}
+
+impl serde::Serialize for CacheContext<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.body {
+            match key.as_str() {
+                "messages" => map.serialize_entry(key, self.earlier)?,
+                "model" | "stream" | "stream_options" | "user" => {}
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +481,24 @@ mod tests {
 
     fn basic_chat() -> Value {
         json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[test]
+    fn cache_context_reads_as_the_object_it_stands_for_so_stored_scopes_stay_valid() {
+        let body = json!({"model": "auto", "frequency_penalty": 0.5, "logprobs": true,
+            "max_tokens": 64, "n": 1, "stream": true, "user": "u1", "temperature": 0.2,
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "messages": [{"role": "system", "content": "be terse"},
+                {"role": "assistant", "content": "ok"}, {"role": "user", "content": "hi"}]});
+        let mut object = body.as_object().unwrap().clone();
+        for key in ["model", "stream", "user"] {
+            object.remove(key);
+        }
+        object["messages"].as_array_mut().unwrap().pop();
+        assert_eq!(
+            chat(body).unwrap().cache_context(),
+            Some(Value::Object(object).to_string())
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use super::examples::ExampleIndex;
 use crate::classify::cascade::{CASCADE_FILE, CascadeConfig};
 use crate::classify::{
-    ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig,
-    StaticModel, StaticTier, Tier,
+    ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, Ranking,
+    ServiceConfig, StaticModel, StaticTier, Tier,
 };
 use crate::routing::{
     ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
@@ -300,11 +300,11 @@ impl ModelSignals for CandleSignals {
                     } => self
                         .heads
                         .of(*classifier)
-                        .and_then(|h| analysis.heads.get(h))
-                        .and_then(|scores| scores.first())
+                        .and_then(|h| analysis.head(h))
+                        .and_then(Ranking::top)
                         .map(|(top, p)| SignalValue {
-                            matched: labels.contains(top) && *p >= *threshold,
-                            score: Some(*p),
+                            matched: labels.iter().any(|l| l == top) && p >= *threshold,
+                            score: Some(p),
                         }),
                     _ => None,
                 };
@@ -316,9 +316,8 @@ impl ModelSignals for CandleSignals {
                 .heads
                 .jailbreak
                 .as_deref()
-                .and_then(|h| analysis.heads.get(h))
-                .and_then(|scores| scores.iter().find(|(l, _)| l == JAILBREAK_LABEL))
-                .map(|(_, p)| *p);
+                .and_then(|h| analysis.head(h))
+                .and_then(|ranking| ranking.probability(JAILBREAK_LABEL));
             ModelFindings {
                 jailbreak,
                 // A cut prompt's embedding stands for part of it only, a static one is in
