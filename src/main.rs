@@ -1,6 +1,6 @@
 //! The `semantic-router` binary: wires the library's parts together.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,16 +10,17 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use semantic_router::cache::CacheArgs;
 use semantic_router::classify::{HubOptions, ModelSource};
-use semantic_router::controller::kube_source::KubeSource;
-use semantic_router::controller::{file_source, leader};
+use semantic_router::controller::file_source;
+use semantic_router::controller::kube_args::KubeArgs;
 use semantic_router::dataplane::admin::AdminState;
 use semantic_router::dataplane::extproc::{ExtProc, Limits};
 use semantic_router::dataplane::metrics::Metrics;
+use semantic_router::dataplane::model_args::ModelArgs;
 use semantic_router::dataplane::picker::{EndpointGauges, PolicyPicker};
 use semantic_router::dataplane::processor::Processor;
 use semantic_router::dataplane::server::{self, TlsFiles};
 use semantic_router::routing::SharedTable;
-use semantic_router::routing::{ModelSignals, NoModels};
+use semantic_router::what_if::explain::ExplainArgs;
 use tokio::sync::watch;
 
 /// Semantic routing for LLM inference: picks the model, reasoning mode and GPU pool each
@@ -48,17 +49,7 @@ enum Command {
     Crds,
     /// Explain how a policy routes one OpenAI request body read from stdin: the decision, the
     /// rule that fired, the target and every signal's value, as JSON. No model signals.
-    Explain {
-        /// Directory of SemanticRoute and ModelPool manifests.
-        #[arg(long, value_name = "DIR")]
-        manifests: PathBuf,
-        /// A request header, `name: value`; repeatable.
-        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// The API the body is for.
-        #[arg(long, value_enum, default_value_t = Api::Chat)]
-        api: Api,
-    },
+    Explain(ExplainArgs),
     /// Train a classification head over an encoder's embeddings from labelled JSONL; writes
     /// head.safetensors, labels.json and report.json (validation scores, calibration).
     Train(Box<semantic_router::classify::heads_cli::TrainArgs>),
@@ -77,7 +68,7 @@ enum Command {
         /// Encoder: a directory (config.json, tokenizer.json, *.safetensors) or a Hugging Face
         /// model id `org/name[@revision]`, read from the Hub cache (HF_HUB_CACHE, HF_HOME) or
         /// downloaded into it unless HF_HUB_OFFLINE is set.
-        #[arg(long, value_name = "DIR|HUB_ID", value_parser = parse_model_source)]
+        #[arg(long, value_name = "DIR|HUB_ID")]
         model: ModelSource,
         /// Classification head directory (head.safetensors + labels.json); repeatable.
         #[arg(long, value_name = "DIR")]
@@ -107,26 +98,8 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
 
-    /// Kubernetes mode: watch only this namespace (default: all namespaces).
-    #[arg(long, env = "SR_WATCH_NAMESPACE", conflicts_with = "manifests")]
-    watch_namespace: Option<String>,
-
-    /// Kubernetes mode: the Lease used to elect the one replica that writes status.
-    #[arg(long, default_value = "semantic-router", env = "SR_LEASE_NAME")]
-    lease_name: String,
-
-    /// Kubernetes mode: namespace of the Lease (usually the router's own).
-    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
-    lease_namespace: String,
-
-    /// Kubernetes mode: this replica's identity in the Lease (default: the host name) and
-    /// in the Events it records.
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-
-    /// Kubernetes mode: write status without electing a leader (a single replica only).
-    #[arg(long, conflicts_with = "manifests")]
-    no_leader_election: bool,
+    #[command(flatten)]
+    kube: KubeArgs,
 
     /// Address of the Envoy ext_proc gRPC server (and gRPC health). Use 0.0.0.0 only to
     /// serve Envoy on another host.
@@ -153,76 +126,8 @@ struct RunArgs {
     #[arg(long, requires = "tls_cert", env = "SR_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
 
-    /// Encoder for model signals (example-prompt similarity, categories, jailbreak): a
-    /// directory with config.json, tokenizer.json and *.safetensors (BERT, MiniLM, ModernBERT,
-    /// DeBERTa-v2), or a Hugging Face model id `org/name[@revision]` taken from the Hub cache
-    /// (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub) and downloaded into it
-    /// when missing, unless HF_HUB_OFFLINE=1. Without it, decisions that need a model signal
-    /// do not match.
-    #[arg(long, value_name = "DIR|HUB_ID", env = "SR_ENCODER", value_parser = parse_model_source)]
-    encoder: Option<ModelSource>,
-
-    /// Head for `category` signals (head.safetensors + labels.json over the encoder).
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "encoder",
-        env = "SR_CATEGORY_HEAD"
-    )]
-    category_head: Option<PathBuf>,
-
-    /// Complexity head behind `categories` signals with `classifier: complexity` (its labels:
-    /// `reasoning`, `simple`).
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "encoder",
-        env = "SR_COMPLEXITY_HEAD"
-    )]
-    complexity_head: Option<PathBuf>,
-
-    /// Head for jailbreak policies; its `jailbreak` label's probability is the score.
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "encoder",
-        env = "SR_JAILBREAK_HEAD"
-    )]
-    jailbreak_head: Option<PathBuf>,
-
-    /// Static tier (`semantic-router distill --out DIR`) in front of the encoder: a head with a
-    /// static twin (`<head>/static/`, trained by `train --tier static`) is answered by it
-    /// when it is sure, in microseconds; otherwise, and for routes with example prompts or
-    /// the semantic cache, the encoder answers. A folder without a static model gets one
-    /// distilled from the encoder at start (about a minute on two cores), read from then on.
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "encoder",
-        env = "SR_STATIC_MODEL"
-    )]
-    static_model: Option<PathBuf>,
-
-    /// Longest prompt the encoder reads, in tokens (the last user turn, truncated).
-    #[arg(long, default_value_t = semantic_router::classify::DEFAULT_MAX_TOKENS, env = "SR_CLASSIFY_MAX_TOKENS")]
-    classify_max_tokens: usize,
-
-    /// Most prompts in one forward pass (1 disables batching).
-    #[arg(long, default_value_t = 16, env = "SR_CLASSIFY_MAX_BATCH")]
-    classify_max_batch: usize,
-
-    /// Microseconds a prompt may wait for others to share its forward pass.
-    #[arg(long, default_value_t = 500, env = "SR_CLASSIFY_MAX_WAIT_US")]
-    classify_max_wait_us: u64,
-
-    /// Prompts waiting for the model beyond which requests go on without model signals.
-    #[arg(long, default_value_t = 128, env = "SR_CLASSIFY_QUEUE")]
-    classify_queue: usize,
-
-    /// Milliseconds a request waits for model signals before it is decided without them
-    /// (counted in semantic_router_model_signal_fallbacks_total).
-    #[arg(long, default_value_t = 200, env = "SR_CLASSIFY_BUDGET_MS")]
-    classify_budget_ms: u64,
+    #[command(flatten)]
+    models: ModelArgs,
 
     #[command(flatten)]
     cache: CacheArgs,
@@ -230,14 +135,6 @@ struct RunArgs {
     /// Seconds open ext_proc streams get to finish after SIGTERM.
     #[arg(long, default_value_t = 10, env = "SR_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: u64,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Api {
-    /// `/v1/chat/completions`
-    Chat,
-    /// `/v1/completions`
-    Completions,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -257,11 +154,18 @@ fn main() -> anyhow::Result<()> {
             )?;
             Ok(())
         }
-        Command::Explain {
-            manifests,
-            headers,
-            api,
-        } => explain(&manifests, &headers, api),
+        Command::Explain(args) => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .context("reading the request body from stdin")?;
+            let (diagnostics, explanation) = args.run(&body)?;
+            for line in diagnostics {
+                eprintln!("{line}");
+            }
+            writeln!(std::io::stdout().lock(), "{explanation}")?;
+            Ok(())
+        }
         Command::Classify {
             model,
             head,
@@ -333,7 +237,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shared.clone(),
         picker.clone(),
     )));
-    let models = load_models(&args, &shared, &mut registry)?;
+    let models = args
+        .models
+        .load(&shared, &mut registry)
+        .context("loading the model signals")?;
     let cache = args
         .cache
         .backend(&mut registry)
@@ -365,35 +272,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Box::pin(async move { Ok(file_source::run(dir, shared, until_stopped).await?) })
         }
         None => {
-            let client = kube::Client::try_default()
-                .await
-                .context("no Kubernetes configuration (in-cluster or KUBECONFIG); pass --manifests DIR to run without a cluster")?;
-            let watch_errors = prometheus_client::metrics::counter::Counter::<u64>::default();
-            registry.register(
-                "semantic_router_kube_watch_errors",
-                "Failed Kubernetes watch attempts (retried with backoff; the last table keeps serving)",
-                watch_errors.clone(),
-            );
-            let leader = if args.no_leader_election {
-                watch::channel(true).1
-            } else {
-                leader::elect(
-                    client.clone(),
-                    &args.lease_namespace,
-                    &args.lease_name,
-                    args.identity.clone(),
-                )
-                .await?
-            };
-            let source = KubeSource {
-                client,
-                namespace: args.watch_namespace,
-                leader,
-                on_watch_error: Arc::new(move || {
-                    watch_errors.inc();
-                }),
-                instance: args.identity,
-            };
+            let source = args.kube.source(&mut registry).await?;
             let shared = shared.clone();
             Box::pin(async move { Ok(source.run(shared, until_stopped).await?) })
         }
@@ -428,102 +307,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::info!("shut down");
     Ok(())
-}
-
-/// `semantic-router explain`: the decision for a body on stdin under the policy in `dir`.
-fn explain(dir: &std::path::Path, headers: &[String], api: Api) -> anyhow::Result<()> {
-    use semantic_router::controller::manifests::load_dir;
-    use semantic_router::dataplane::headers::RequestHeaders;
-    use semantic_router::dataplane::openai::ApiKind;
-    use semantic_router::dataplane::processor::RequestView;
-    use std::io::Read;
-
-    let resources = load_dir(dir).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("cannot load {}:\n{}", dir.display(), lines.join("\n"))
-    })?;
-    let compiled = semantic_router::routing::compile(&resources);
-    for d in &compiled.diagnostics {
-        eprintln!("{d}");
-    }
-    let shared = SharedTable::default();
-    shared.publish(compiled.table);
-    let headers = headers
-        .iter()
-        .map(|h| {
-            let (name, value) = h
-                .split_once(':')
-                .with_context(|| format!("header {h:?} is not `name: value`"))?;
-            Ok((name.trim(), value.trim()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let headers = RequestHeaders::from_pairs(headers);
-    let mut body = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut body)
-        .context("reading the request body from stdin")?;
-    let kind = match api {
-        Api::Chat => ApiKind::Chat,
-        Api::Completions => ApiKind::Completions,
-    };
-    let processor = Processor::new(shared, Arc::new(PolicyPicker::new()), Arc::new(NoModels));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let explanation = runtime
-        .block_on(processor.explain(RequestView {
-            kind,
-            headers: &headers,
-            body: &body,
-        }))
-        .context("the request body cannot be routed")?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(&explanation)?)?;
-    Ok(())
-}
-
-/// The model signals `run` was asked for: the Candle classifier service with its heads, or
-/// none. Models load once, before the router turns ready.
-fn load_models(
-    args: &RunArgs,
-    shared: &SharedTable,
-    registry: &mut prometheus_client::registry::Registry,
-) -> anyhow::Result<Arc<dyn ModelSignals>> {
-    use semantic_router::classify::ServiceConfig;
-    use semantic_router::dataplane::signals::{CandleSignals, ModelFiles};
-
-    let Some(source) = &args.encoder else {
-        return Ok(Arc::new(NoModels));
-    };
-    let started = std::time::Instant::now();
-    let dir = source
-        .resolve(&HubOptions::from_env())
-        .with_context(|| format!("finding the encoder {source}"))?;
-    let files = ModelFiles {
-        encoder: dir.clone(),
-        max_tokens: args.classify_max_tokens,
-        category_head: args.category_head.clone(),
-        complexity_head: args.complexity_head.clone(),
-        jailbreak_head: args.jailbreak_head.clone(),
-        static_model: args.static_model.clone(),
-    };
-    let (signals, capabilities) = CandleSignals::load(
-        &files,
-        ServiceConfig {
-            max_batch_size: args.classify_max_batch,
-            max_wait: Duration::from_micros(args.classify_max_wait_us),
-            queue_capacity: args.classify_queue,
-            ..ServiceConfig::default()
-        },
-        Duration::from_millis(args.classify_budget_ms),
-    )
-    .with_context(|| format!("loading the models from {}", dir.display()))?;
-    signals.register(registry);
-    shared.set_models(capabilities);
-    tracing::info!(encoder = %source, dir = %dir.display(), elapsed = ?started.elapsed(), "models loaded");
-    tokio::spawn(signals.index_examples(shared.clone()));
-    Ok(Arc::new(signals))
 }
 
 /// Keeps the table-generation gauge current.
@@ -570,10 +353,6 @@ async fn shutdown_signal() {
 
 /// clap's reading of a model argument: a folder or a Hub id (never an error here; a missing
 /// folder is reported when it is loaded).
-fn parse_model_source(value: &str) -> Result<ModelSource, std::convert::Infallible> {
-    Ok(ModelSource::parse(value))
-}
-
 /// Where logs go: `run` logs to stdout (a service's log stream); commands whose stdout is
 /// their answer log to stderr.
 #[derive(Clone, Copy)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::encoder::{Encoder, EncoderOptions};
-use super::heads_cli::{HeadsError, parse_source};
+use super::heads_cli::HeadsError;
 use super::hub::{HubOptions, ModelSource};
 use super::static_model::{DistillOptions, StaticModel};
 
@@ -12,7 +12,7 @@ use super::static_model::{DistillOptions, StaticModel};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DistillArgs {
     /// Encoder to distill: a directory or a Hugging Face model id, as `train --encoder`.
-    #[arg(long, value_name = "DIR|HUB_ID", value_parser = parse_source)]
+    #[arg(long, value_name = "DIR|HUB_ID")]
     pub encoder: ModelSource,
     /// Folder the static model is written to: static.safetensors, tokenizer.json, static.json.
     #[arg(long, value_name = "DIR")]

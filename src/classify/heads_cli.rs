@@ -64,7 +64,7 @@ pub enum EmbeddingTier {
 pub struct EncoderArgs {
     /// Encoder: a directory (config.json, tokenizer.json, *.safetensors) or a Hugging Face
     /// model id `org/name[@revision]`, as `run --encoder` takes it.
-    #[arg(long, value_name = "DIR|HUB_ID", value_parser = parse_source)]
+    #[arg(long, value_name = "DIR|HUB_ID")]
     pub encoder: ModelSource,
     /// Longest text the encoder reads, in tokens (as `run --classify-max-tokens`).
     #[arg(long, default_value_t = super::DEFAULT_MAX_TOKENS)]
@@ -205,10 +205,6 @@ pub struct EvalArgs {
     /// The encoder the head reads.
     #[command(flatten)]
     pub encoder: EncoderArgs,
-}
-
-pub(crate) fn parse_source(value: &str) -> Result<ModelSource, std::convert::Infallible> {
-    Ok(ModelSource::parse(value))
 }
 
 fn default_cache() -> PathBuf {

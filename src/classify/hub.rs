@@ -69,6 +69,15 @@ impl ModelSource {
     }
 }
 
+/// Lets clap read `--encoder` / `--model` values as [`ModelSource::parse`] does.
+impl std::str::FromStr for ModelSource {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Self::parse(value))
+    }
+}
+
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

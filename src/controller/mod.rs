@@ -3,6 +3,7 @@
 
 pub mod endpoints;
 pub mod file_source;
+pub mod kube_args;
 pub mod kube_source;
 pub mod leader;
 pub mod manifests;

@@ -9,6 +9,7 @@ mod examples;
 pub mod extproc;
 pub mod headers;
 pub mod metrics;
+pub mod model_args;
 pub mod mutations;
 pub mod openai;
 pub mod picker;

@@ -10,6 +10,7 @@
 //! taken to be able to serve.
 
 mod compare;
+pub mod explain;
 mod report;
 pub mod requests;
 
