@@ -10,8 +10,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::stream::{self, BoxStream, StreamExt};
 use tonic::{Status, Streaming};
 
 use crate::routing::Headers;
@@ -63,26 +62,23 @@ impl ExtProc {
 
 #[tonic::async_trait]
 impl ExternalProcessor for ExtProc {
-    type ProcessStream = ReceiverStream<Result<ProcessingResponse, Status>>;
+    type ProcessStream = BoxStream<'static, Result<ProcessingResponse, Status>>;
 
+    /// Answers each message of the stream as it is read, inside the task that writes the
+    /// answers: no task or channel of its own, so a message costs no extra wake-up.
     async fn process(
         &self,
         request: tonic::Request<Streaming<ProcessingRequest>>,
     ) -> Result<tonic::Response<Self::ProcessStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(8);
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut stream = StreamState::default();
-            while let Ok(Some(message)) = inbound.message().await {
-                for response in stream.handle(message, &inner).await {
-                    if tx.send(Ok(response)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        let start = (request.into_inner(), StreamState::default(), self.inner.clone());
+        let answers = stream::unfold(start, |(mut inbound, mut state, inner)| async move {
+            let message = inbound.message().await.ok()??;
+            let answers = state.handle(message, &inner).await;
+            Some((answers, (inbound, state, inner)))
+        })
+        .flat_map(stream::iter)
+        .map(Ok);
+        Ok(tonic::Response::new(answers.boxed()))
     }
 }
 
