@@ -135,6 +135,12 @@ struct RunArgs {
     /// Seconds open ext_proc streams get to finish after SIGTERM.
     #[arg(long, default_value_t = 10, env = "SR_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: u64,
+
+    /// Threads serving ext_proc, admin and the sources (default: one per CPU the process may
+    /// use). The classifier's forward passes run on threads of their own. Beside Envoy on a
+    /// small pod, 1 spends less CPU per request: no wake-ups across threads.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), env = "SR_WORKER_THREADS")]
+    worker_threads: Option<u16>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,7 +211,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_logging(cli.log_format, &cli.log, LogTo::Stdout)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = args.worker_threads {
+                runtime.worker_threads(threads.into());
+            }
+            let runtime = runtime
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
             runtime.block_on(run(*args))
         }
     }

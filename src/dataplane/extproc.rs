@@ -70,7 +70,11 @@ impl ExternalProcessor for ExtProc {
         &self,
         request: tonic::Request<Streaming<ProcessingRequest>>,
     ) -> Result<tonic::Response<Self::ProcessStream>, Status> {
-        let start = (request.into_inner(), StreamState::default(), self.inner.clone());
+        let start = (
+            request.into_inner(),
+            StreamState::default(),
+            self.inner.clone(),
+        );
         let answers = stream::unfold(start, |(mut inbound, mut state, inner)| async move {
             let message = inbound.message().await.ok()??;
             let answers = state.handle(message, &inner).await;

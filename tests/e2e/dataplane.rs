@@ -347,7 +347,11 @@ async fn streamed_responses_arrive_intact_and_are_counted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_policy_change_reroutes_the_next_request_without_failures() {
-    let stack = Arc::new(Stack::start(&[]));
+    // One runtime thread: serving, the file watch and the swap share it, as on a small pod.
+    let stack = Arc::new(Stack::start(&["--worker-threads", "1"]));
+    let threads = stack.router.process.thread_names();
+    let workers = threads.iter().filter(|t| *t == "tokio-rt-worker").count();
+    assert_eq!(workers, 1, "{threads:?}");
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (stack, stop) = (stack.clone(), stop.clone());
