@@ -325,7 +325,7 @@ impl StreamState {
 
     /// The answer that sends a routed request on with its new body and destination.
     fn forward(&self, routed: Routed) -> Vec<ProcessingResponse> {
-        let mut headers = route_headers(&routed.labels, "upstream");
+        let mut headers = route_headers(&routed.labels, routed.generation, "upstream");
         if routed.jailbreak_flagged {
             headers.push(set_header("x-semantic-router-jailbreak", "flagged"));
         }
@@ -558,6 +558,8 @@ mod tests {
         let set = set_headers(head);
         assert_eq!(set["x-semantic-router-decision"], "reasoning");
         assert_eq!(set["x-semantic-router-model"], "large");
+        let published = inner.processor.table().load().unwrap().generation;
+        assert_eq!(set["x-semantic-router-generation"], published.to_string());
         assert!(set[DESTINATION_HEADER].starts_with("10.0.0."));
         assert!(
             out[0]

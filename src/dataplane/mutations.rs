@@ -15,6 +15,10 @@ use crate::routing::Labels;
 
 /// Header that says whether a cached route's answer came from the cache (`hit`) or not (`miss`).
 pub const CACHE_HEADER: &str = "x-semantic-router-cache";
+/// Header naming the generation of the routing table a request was decided on: this replica's
+/// count of tables published (`semantic_router_table_generation`), for telling which policy
+/// version answered while one is being rolled out.
+pub const GENERATION_HEADER: &str = "x-semantic-router-generation";
 /// Header that says which way the router answered: `upstream`, `cache`, `error`, `blocked`,
 /// `models`.
 pub const PATH_HEADER: &str = "x-semantic-router-path";
@@ -159,7 +163,7 @@ pub fn cached(answer: &Cached) -> ProcessingResponse {
         headers: header_mutation(
             [
                 vec![set_header("content-type", content_type)],
-                route_headers(&answer.labels, "cache"),
+                route_headers(&answer.labels, answer.generation, "cache"),
                 vec![set_header(CACHE_HEADER, "hit")],
             ]
             .concat(),
@@ -171,13 +175,18 @@ pub fn cached(answer: &Cached) -> ProcessingResponse {
 }
 
 /// The headers that tell the backend and the client how a request was routed: decision,
-/// model, pool, reasoning mode and the path it took (`upstream`, `cache`).
-pub fn route_headers(labels: &Labels, path: &'static str) -> Vec<HeaderValueOption> {
+/// model, pool, reasoning mode, the table generation and the path it took (`upstream`, `cache`).
+pub fn route_headers(
+    labels: &Labels,
+    generation: u64,
+    path: &'static str,
+) -> Vec<HeaderValueOption> {
     vec![
         set_header("x-semantic-router-decision", labels.decision.as_bytes()),
         set_header("x-semantic-router-model", labels.model.as_bytes()),
         set_header("x-semantic-router-pool", labels.pool.as_bytes()),
         set_header("x-semantic-router-reasoning", labels.reasoning),
+        set_header(GENERATION_HEADER, generation.to_string()),
         set_header(PATH_HEADER, path),
     ]
 }

@@ -53,6 +53,8 @@ pub struct Routed {
     pub body: Vec<u8>,
     /// Decision, model, pool and reasoning mode, as headers and metrics report them.
     pub labels: Labels,
+    /// The generation of the routing table it was decided on.
+    pub generation: u64,
     /// Where it goes.
     pub destination: Destination,
     /// Whether the client asked for a stream.
@@ -76,6 +78,8 @@ pub struct Cached {
     pub stream: bool,
     /// The decision, the model the answer is for and the pool that would have served it.
     pub labels: Labels,
+    /// The generation of the routing table it was decided on.
+    pub generation: u64,
     /// The cached prompt's similarity to this one.
     pub similarity: f32,
 }
@@ -121,6 +125,8 @@ pub struct Processor {
 
 /// Everything decided for one parsed request, before it becomes an [`Outcome`].
 struct Decided {
+    /// The generation of the table the request was decided on.
+    generation: u64,
     route: Arc<Route>,
     signals: SignalValues,
     jailbreak: Option<f32>,
@@ -215,11 +221,12 @@ impl Processor {
         else {
             return self.direct(parsed, request.headers, hints);
         };
+        let generation = decided.generation;
         let (chosen, cache_fill) = match decided.next {
             Next::Send { chosen, cache_fill } => (chosen, cache_fill),
             Next::Refuse(refusal) => return Outcome::Refused(refusal),
             Next::Answer { hit, target } => {
-                return Outcome::Cached(Box::new(cached(&parsed, hit, target)));
+                return Outcome::Cached(Box::new(cached(&parsed, hit, target, generation)));
             }
         };
         let target = &chosen.target;
@@ -228,7 +235,7 @@ impl Processor {
             target.model.reasoning_family,
             &target.reasoning,
         );
-        routed(parsed, chosen, decided.flagged, cache_fill)
+        routed(parsed, chosen, decided.flagged, cache_fill, generation)
     }
 
     /// A request no route governs: to a pool that serves the model it names, its body as the
@@ -252,7 +259,7 @@ impl Processor {
             );
         }
         match self.choose_among(targets.iter(), &parsed, headers, hints) {
-            Ok(chosen) => routed(parsed, chosen, false, None),
+            Ok(chosen) => routed(parsed, chosen, false, None, table.generation),
             Err(refusal) => Outcome::Refused(refusal),
         }
     }
@@ -301,6 +308,7 @@ impl Processor {
             }
         };
         Some(Decided {
+            generation: table.generation,
             jailbreak: findings.jailbreak,
             flagged: caught == Some(JailbreakAction::Flag),
             decision: verdict.decision,
@@ -480,12 +488,14 @@ fn routed(
     chosen: Chosen,
     jailbreak_flagged: bool,
     cache_fill: Option<Pending>,
+    generation: u64,
 ) -> Outcome {
     let hide_usage = parsed.request_usage();
     Outcome::Routed(Box::new(Routed {
         hide_usage,
         body: parsed.to_bytes(),
         labels: chosen.target.labels,
+        generation,
         destination: chosen.destination,
         stream: parsed.stream(),
         jailbreak_flagged,
@@ -495,7 +505,7 @@ fn routed(
 }
 
 /// The cached answer to `parsed`, written the way the client asked (JSON or SSE).
-fn cached(parsed: &InferenceRequest, hit: Hit, target: Target) -> Cached {
+fn cached(parsed: &InferenceRequest, hit: Hit, target: Target, generation: u64) -> Cached {
     let stream = parsed.stream();
     let id = format!("chatcmpl-cache-{:016x}", rand::random::<u64>());
     let created = SystemTime::now()
@@ -511,6 +521,7 @@ fn cached(parsed: &InferenceRequest, hit: Hit, target: Target) -> Cached {
         body,
         stream,
         labels: target.labels,
+        generation,
         similarity: hit.similarity,
     }
 }

@@ -39,6 +39,7 @@ pub struct ResponseHead {
 /// One routed request's response, as the router watches it.
 pub struct ResponseTap {
     labels: Labels,
+    generation: u64,
     metric_labels: RouteLabels,
     /// The client asked for a stream.
     stream: bool,
@@ -73,6 +74,7 @@ impl ResponseTap {
         Self {
             metric_labels: RouteLabels::from(&routed.labels),
             labels: routed.labels.clone(),
+            generation: routed.generation,
             stream: routed.stream,
             hide_usage: routed.hide_usage,
             in_flight,
@@ -100,7 +102,7 @@ impl ResponseTap {
         }
         let status_ok = head.status.is_none_or(|s| s == 200);
         let body_follows = status_ok && !head.end_of_stream;
-        let mut set = route_headers(&self.labels, "upstream");
+        let mut set = route_headers(&self.labels, self.generation, "upstream");
         let mut remove = Vec::new();
         if self.hide_usage && head.sse && body_follows {
             self.stripper = Some(UsageStripper::default());

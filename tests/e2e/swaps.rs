@@ -2,8 +2,11 @@
 //! manifests directory is rewritten 100 times, alternating two policies that send the same
 //! prompt to different models. No request fails, and every response is consistent with one of
 //! the two tables: the decision's headers, the model server that answered and the model named
-//! in the body it was sent all agree.
+//! in the body it was sent all agree. Each response names the table generation it was decided
+//! on: one generation is one table, and a client's next request is never decided on an older
+//! one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +23,8 @@ struct Seen {
     model: String,
     reasoning: String,
     sent_model: String,
+    /// `x-semantic-router-generation`; `None` when missing or not a number.
+    generation: Option<u64>,
 }
 
 impl Seen {
@@ -55,6 +60,7 @@ async fn drive(url: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
                 model: String::new(),
                 reasoning: String::new(),
                 sent_model: String::new(),
+                generation: None,
             });
             continue;
         };
@@ -62,6 +68,9 @@ async fn drive(url: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
         let server = header(&response, "x-sim-name").to_owned();
         let model = header(&response, "x-semantic-router-model").to_owned();
         let reasoning = header(&response, "x-semantic-router-reasoning").to_owned();
+        let generation = header(&response, "x-semantic-router-generation")
+            .parse()
+            .ok();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         seen.push(Seen {
             status,
@@ -69,6 +78,7 @@ async fn drive(url: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
             model,
             reasoning,
             sent_model: body["model"].as_str().unwrap_or_default().to_owned(),
+            generation,
         });
     }
     seen
@@ -109,8 +119,34 @@ async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables
     stop.store(true, Ordering::Relaxed);
     let mut seen = Vec::new();
     for client in clients {
-        seen.extend(client.await.expect("client task"));
+        let answers = client.await.expect("client task");
+        let generations: Vec<u64> = answers.iter().filter_map(|s| s.generation).collect();
+        assert!(
+            generations.is_sorted(),
+            "a client's request was decided on an older table than its previous one: \
+             {generations:?}"
+        );
+        seen.extend(answers);
     }
+    let mut servers_by_generation: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for s in seen.iter().filter(|s| s.status == 200) {
+        let generation = s
+            .generation
+            .expect("every routed response names its generation");
+        servers_by_generation
+            .entry(generation)
+            .or_default()
+            .insert(&s.server);
+    }
+    let split: Vec<_> = servers_by_generation
+        .iter()
+        .filter(|(_, servers)| servers.len() > 1)
+        .collect();
+    assert!(split.is_empty(), "one generation, two tables: {split:?}");
+    assert!(
+        servers_by_generation.len() >= 2,
+        "requests saw one table only: {servers_by_generation:?}"
+    );
 
     let failed = seen.iter().filter(|s| s.status != 200).count();
     let mixed: Vec<String> = seen
@@ -122,9 +158,10 @@ async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables
     let swaps = generation(&stack.router.metrics().await) - before;
     eprintln!(
         "policy swaps under load: {} requests, {failed} failed, {} mixed, {on_large} on the \
-         large model, {swaps} tables published",
+         large model, {swaps} tables published, {} generations seen",
         seen.len(),
-        mixed.len()
+        mixed.len(),
+        servers_by_generation.len()
     );
     assert_eq!(failed, 0, "{}", stack.logs());
     assert!(mixed.is_empty(), "responses mixing two tables: {mixed:?}");
