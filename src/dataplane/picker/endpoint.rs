@@ -24,6 +24,8 @@ pub struct EndpointState {
     last_sent: AtomicU64,
     /// The last scrape of its model server.
     pub scraped: Scraped,
+    /// Scrapes of its model server that gave no figures (unreachable, slow, not 200, garbage).
+    scrape_failures: AtomicU64,
     /// Passive health.
     pub health: Health,
 }
@@ -35,6 +37,7 @@ impl EndpointState {
             started: AtomicU64::new(0),
             last_sent: AtomicU64::new(0),
             scraped: Scraped::default(),
+            scrape_failures: AtomicU64::new(0),
             health: Health::default(),
         }
     }
@@ -53,6 +56,16 @@ impl EndpointState {
     /// Requests this router ever sent it.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// A scrape of its model server gave no figures.
+    pub fn scrape_failed(&self) {
+        self.scrape_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Scrapes of its model server that gave no figures.
+    pub fn scrape_failures(&self) -> u64 {
+        self.scrape_failures.load(Ordering::Relaxed)
     }
 
     /// Requests in flight from this router.

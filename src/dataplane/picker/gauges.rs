@@ -1,10 +1,12 @@
-//! Per-endpoint gauges read at scrape time: requests in flight and ejection, by pool and
-//! endpoint. What an operator watches when a stream hangs or a pool loses capacity.
+//! Per-endpoint figures read at scrape time: requests in flight, ejection and failed scrapes of
+//! its model server, by pool and endpoint. What an operator watches when a stream hangs, a pool
+//! loses capacity or picking runs blind.
 
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -20,8 +22,8 @@ struct EndpointLabels {
     endpoint: String,
 }
 
-/// Collects `semantic_router_endpoint_{in_flight,ejected}` for every endpoint of the live
-/// table's pools, from the picker's own state.
+/// Collects `semantic_router_endpoint_{in_flight,ejected,scrape_failures_total}` for every
+/// endpoint of the live table's pools, from the picker's own state.
 pub struct EndpointGauges {
     table: SharedTable,
     picker: Arc<PolicyPicker>,
@@ -44,6 +46,7 @@ impl Collector for EndpointGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let in_flight = Family::<EndpointLabels, Gauge>::default();
         let ejected = Family::<EndpointLabels, Gauge>::default();
+        let mut scrape_failures = Vec::new();
         if let Some(table) = self.table.load() {
             for pool in table.pools.values() {
                 let PoolBackend::Endpoints(addrs) = &pool.backend else {
@@ -61,6 +64,10 @@ impl Collector for EndpointGauges {
                     ejected
                         .get_or_create(&labels)
                         .set(i64::from(view.is_some_and(|v| v.ejected)));
+                    if pool.metrics.is_some() {
+                        let failures = view.map_or(0, |v| v.scrape_failures);
+                        scrape_failures.push((labels, failures));
+                    }
                 }
             }
         }
@@ -78,6 +85,18 @@ impl Collector for EndpointGauges {
         ] {
             family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
         }
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "semantic_router_endpoint_scrape_failures",
+            "Scrapes of an endpoint's model-server metrics that gave no load figures (unreachable, \
+             too slow, not 200, or not the engine's metrics); picking then ages its figures out and \
+             counts requests in flight only",
+            None,
+            counter.metric_type(),
+        )?;
+        for (labels, failures) in &scrape_failures {
+            ConstCounter::new(*failures).encode(family.encode_family(labels)?)?;
+        }
         Ok(())
     }
 }
@@ -86,7 +105,7 @@ impl Collector for EndpointGauges {
 mod tests {
     use super::*;
     use crate::dataplane::picker::{EndpointPicker, InFlight, Pick, PickRequest};
-    use crate::routing::fixtures::{compile_all, two_pools};
+    use crate::routing::fixtures::{compile_all, pool, two_pools};
 
     #[test]
     fn gauges_follow_requests_in_flight_per_pool_and_endpoint() {
@@ -130,5 +149,57 @@ mod tests {
         );
         drop(flight);
         assert!(scrape().contains(&line.replace("} 1", "} 0")));
+    }
+
+    /// A model server whose `/metrics` answers 200 with text that holds no engine figures.
+    async fn garbage_metrics() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n\x00\xffgarbage{}")
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn scrapes_that_give_no_figures_are_counted_per_endpoint() {
+        let addr = garbage_metrics().await;
+        let spec = format!(
+            "models: [{{name: small}}]\nendpoints: {{static: {{addresses: [\"{addr}\"]}}}}\n\
+             metrics: {{engine: vllm, intervalSeconds: 1}}"
+        );
+        let table = SharedTable::default();
+        table.publish(compile_all(vec![pool("garbage", &spec)], vec![]).table);
+        let picker = Arc::new(PolicyPicker::default());
+        let maintained = tokio::spawn(picker.clone().maintain(table.clone()));
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(EndpointGauges::new(table.clone(), picker.clone())));
+        let line = format!(
+            "semantic_router_endpoint_scrape_failures_total{{pool=\"garbage\",endpoint=\"{addr}\"}} "
+        );
+        let failures = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(failures(), Some(0), "listed before the first scrape");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while failures() < Some(2) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no failed scrape counted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        maintained.abort();
     }
 }

@@ -249,6 +249,8 @@ pub struct EndpointView {
     pub load: Load,
     /// Whether it is ejected.
     pub ejected: bool,
+    /// Scrapes of its model server that gave no figures.
+    pub scrape_failures: u64,
 }
 
 impl PolicyPicker {
@@ -308,6 +310,7 @@ impl PolicyPicker {
             in_flight: state.in_flight(),
             load: state.load(now, &picking.load),
             ejected: state.health.is_ejected(now),
+            scrape_failures: state.scrape_failures(),
         })
     }
 

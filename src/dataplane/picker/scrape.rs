@@ -153,6 +153,7 @@ async fn scrape_loop(registry: Arc<Registry>, addr: SocketAddr, target: ScrapeTa
                 }
             }
             Err(error) => {
+                state.scrape_failed();
                 if !failing {
                     tracing::warn!(%addr, path = %target.path, %error, "metrics scrape failed; load figures age out");
                     failing = true;
