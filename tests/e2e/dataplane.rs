@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::apiserver::ApiServer;
 use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
 use crate::support::stack::{Router, Sim};
 
@@ -66,6 +67,29 @@ impl Stack {
         let manifests = tempfile::tempdir().unwrap();
         write_policy(manifests.path(), &small, &large, &a100);
         let router = Router::start(manifests.path(), router_flags);
+        Self::front((small, large, a100), manifests, router, buffered)
+    }
+
+    /// The same stack with the router watching `server`, the policy applied there with
+    /// `kubectl apply -f` of the manifests directory.
+    pub(crate) async fn start_kube(server: &ApiServer) -> Self {
+        let (small, large, a100) = (Sim::start("small"), Sim::start("large"), Sim::start("a100"));
+        let manifests = tempfile::tempdir().unwrap();
+        write_policy(manifests.path(), &small, &large, &a100);
+        server
+            .kubectl_ok(&["apply", "-f", manifests.path().to_str().unwrap()])
+            .await;
+        let router = Router::start_kube(server.kubeconfig(), &["--no-leader-election"]);
+        Self::front((small, large, a100), manifests, router, false)
+    }
+
+    /// Envoy in front of `router`, whose policy names the three simulated pools.
+    fn front(
+        (small, large, a100): (Sim, Sim, Sim),
+        manifests: tempfile::TempDir,
+        router: Router,
+        buffered: bool,
+    ) -> Self {
         let envoy = Envoy::start(EnvoyConfig {
             listen_port: free_port(),
             admin_port: free_port(),

@@ -1,6 +1,7 @@
-//! Policy swaps under load: steady traffic through real Envoy and the router while the
-//! manifests directory is rewritten 100 times, alternating two policies that send the same
-//! prompt to different models. No request fails, and every response is consistent with one of
+//! Policy swaps under load: steady traffic through real Envoy and the router while the policy
+//! is swapped 100 times, alternating two that send the same prompt to different models: the
+//! manifests directory rewritten (file source), or `kubectl apply` on the real test API server
+//! (Kubernetes source). No request fails, and every response is consistent with one of
 //! the two tables: the decision's headers, the model server that answered and the model named
 //! in the body it was sent all agree. Each response names the table generation it was decided
 //! on: one generation is one table, and a client's next request is never decided on an older
@@ -84,35 +85,36 @@ async fn drive(url: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables() {
-    let stack = Stack::start(&[]);
-    let route = stack.manifests.path().join("route.yaml");
-    let small = std::fs::read_to_string(&route).unwrap();
-    assert!(small.contains(SMALL), "the sample's default target moved");
-    let large = small.replace(SMALL, LARGE);
-    let generation = |metrics: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with("semantic_router_routing_table_generation "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let before = generation(&stack.router.metrics().await);
+/// The table generation the router's metrics report.
+async fn generation(stack: &Stack) -> f64 {
+    stack
+        .router
+        .metrics()
+        .await
+        .lines()
+        .find(|l| l.starts_with("semantic_router_routing_table_generation "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
 
+/// Four clients drive requests through `stack` while `swap(n)` puts policy `n % 2` in place
+/// (0: large, 1: small) 100 times, 150 ms apart: longer than the file source waits for a
+/// burst to settle (100 ms). Then checks that nothing failed, nothing mixed two tables, both
+/// tables served, and the router ends on the small one.
+async fn a_hundred_swaps_under_load<F, Fut>(stack: &Stack, source: &str, mut swap: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = generation(stack).await;
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{}/v1/chat/completions", stack.envoy.url());
     let clients: Vec<_> = (0..4)
         .map(|_| tokio::spawn(drive(url.clone(), stop.clone())))
         .collect();
-    // Each swap is a whole file renamed into place, as `kubectl`-free GitOps tools write,
-    // 150 ms apart: longer than the file source waits for a burst to settle (100 ms).
-    let staged = stack.manifests.path().join(".route.yaml.next");
-    for swap in 0..100 {
-        let text = if swap % 2 == 0 { &large } else { &small };
-        std::fs::write(&staged, text).unwrap();
-        std::fs::rename(&staged, &route).unwrap();
+    for n in 0..100 {
+        swap(n).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -155,10 +157,10 @@ async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables
         .map(|s| format!("{} {} {} {}", s.server, s.model, s.reasoning, s.sent_model))
         .collect();
     let on_large = seen.iter().filter(|s| s.server == "large").count();
-    let swaps = generation(&stack.router.metrics().await) - before;
+    let swaps = generation(stack).await - before;
     eprintln!(
-        "policy swaps under load: {} requests, {failed} failed, {} mixed, {on_large} on the \
-         large model, {swaps} tables published, {} generations seen",
+        "policy swaps under load ({source}): {} requests, {failed} failed, {} mixed, {on_large} \
+         on the large model, {swaps} tables published, {} generations seen",
         seen.len(),
         mixed.len(),
         servers_by_generation.len()
@@ -171,7 +173,58 @@ async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables
     );
     // On a loaded machine reloads outlast the gap and several rewrites become one table.
     assert!(swaps >= 10.0, "the swaps reached the router: {swaps}");
-    // The last file written is the small policy; the router ends on it.
-    let last = stack.chat(ask("auto", "Tell me a joke"), &[]).await;
-    assert_eq!(header(&last, "x-sim-name"), "small");
+    // The last policy put in place is the small one; the router ends on it.
+    crate::support::eventually(
+        "the router ends on the small policy",
+        Duration::from_secs(10),
+        || async {
+            let last = stack.chat(ask("auto", "Tell me a joke"), &[]).await;
+            header(&last, "x-sim-name") == "small"
+        },
+    )
+    .await;
+}
+
+/// The sample route and the same route sending everything to the large model.
+fn policies(stack: &Stack) -> (String, String) {
+    let route = stack.manifests.path().join("route.yaml");
+    let small = std::fs::read_to_string(route).unwrap();
+    assert!(small.contains(SMALL), "the sample's default target moved");
+    let large = small.replace(SMALL, LARGE);
+    (large, small)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_policy_swaps_under_load_fail_nothing_and_never_mix_two_tables() {
+    let stack = Stack::start(&[]);
+    let policies = policies(&stack);
+    let route = stack.manifests.path().join("route.yaml");
+    // Each swap is a whole file renamed into place, as `kubectl`-free GitOps tools write.
+    let staged = stack.manifests.path().join(".route.yaml.next");
+    a_hundred_swaps_under_load(&stack, "manifest files", |n| {
+        let text = if n % 2 == 0 { &policies.0 } else { &policies.1 };
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &route).unwrap();
+        std::future::ready(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_kubectl_applies_under_load_fail_nothing_and_never_mix_two_tables() {
+    let server = crate::controller::cluster().await;
+    let stack = Stack::start_kube(&server).await;
+    let (large, small) = policies(&stack);
+    let dir = tempfile::tempdir().unwrap();
+    let files = [dir.path().join("large.yaml"), dir.path().join("small.yaml")];
+    std::fs::write(&files[0], large).unwrap();
+    std::fs::write(&files[1], small).unwrap();
+    a_hundred_swaps_under_load(&stack, "kubectl apply", |n| {
+        let file = files[n % 2].to_str().unwrap().to_owned();
+        let server = &server;
+        async move {
+            server.kubectl_ok(&["apply", "-f", &file]).await;
+        }
+    })
+    .await;
 }
