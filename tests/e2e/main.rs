@@ -7,6 +7,7 @@ mod chart;
 mod controller;
 mod crds;
 mod dataplane;
+mod faults;
 mod gateway;
 mod hostile;
 mod leader;

@@ -309,8 +309,24 @@ impl Envoy {
         }
     }
 
+    /// `start` with the rendered config passed through `edit` first (a test's one-off
+    /// change, such as a shorter timeout).
+    pub fn start_edited(cfg: EnvoyConfig, edit: impl FnOnce(String) -> String) -> Envoy {
+        match Self::try_start_edited(cfg, edit) {
+            Ok(envoy) => envoy,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// `start` that returns the failure instead of panicking (a missing binary still panics).
     pub fn try_start(cfg: EnvoyConfig) -> Result<Envoy, String> {
+        Self::try_start_edited(cfg, |config| config)
+    }
+
+    fn try_start_edited(
+        cfg: EnvoyConfig,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<Envoy, String> {
         let bin = envoy_bin();
         let dir = tempfile::Builder::new()
             .prefix("envoy-test-")
@@ -318,7 +334,7 @@ impl Envoy {
             .map_err(|e| format!("tempdir: {e}"))?;
         let config_path = dir.path().join("envoy.yaml");
         let log_path = dir.path().join("envoy.log");
-        std::fs::write(&config_path, render_config(&cfg))
+        std::fs::write(&config_path, edit(render_config(&cfg)))
             .map_err(|e| format!("write config: {e}"))?;
         let log = std::fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("dup log: {e}"))?;
