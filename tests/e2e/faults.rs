@@ -1,5 +1,5 @@
 //! Faults, each with a defined behaviour, through real Envoy and the router: a model server
-//! that accepts a request and never answers.
+//! that accepts a request and never answers, and one killed in the middle of a stream.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,7 +8,61 @@ use tokio::io::AsyncReadExt;
 
 use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
 use crate::support::eventually;
-use crate::support::stack::Router;
+use crate::support::stack::{Router, Sim, SimOptions};
+
+/// A policy sending model `auto` to pool `p` (model `m`) on `endpoint`.
+fn policy(dir: &std::path::Path, endpoint: SocketAddr) {
+    std::fs::write(
+        dir.join("policy.yaml"),
+        format!(
+            r#"apiVersion: semantic-router.io/v1alpha1
+kind: ModelPool
+metadata: {{name: p, namespace: default}}
+spec:
+  models: [{{name: m}}]
+  endpoints: {{static: {{addresses: ["{endpoint}"]}}}}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {{name: auto, namespace: default}}
+spec:
+  match: {{models: [auto]}}
+  defaultTarget: {{pool: p, model: m}}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Envoy in front of `router`, sending requests to `endpoint`.
+fn envoy(router: &Router, endpoint: SocketAddr, edit: impl FnOnce(String) -> String) -> Envoy {
+    Envoy::start_edited(
+        EnvoyConfig {
+            listen_port: free_port(),
+            admin_port: free_port(),
+            ext_proc_addr: router.extproc,
+            ext_proc_replicas: Vec::new(),
+            endpoints: vec![endpoint],
+            passthrough: endpoint,
+            gateway_clusters: Vec::new(),
+            with_ext_proc: true,
+            buffered: false,
+        },
+        edit,
+    )
+}
+
+/// The router's in-flight gauge for `endpoint` of pool `p`, as printed.
+async fn in_flight(router: &Router, endpoint: SocketAddr) -> String {
+    let prefix =
+        format!("semantic_router_endpoint_in_flight{{pool=\"p\",endpoint=\"{endpoint}\"}} ");
+    router
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_default()
+}
 
 /// A model server that accepts connections, reads what it is sent and never answers.
 async fn silent_server() -> SocketAddr {
@@ -38,54 +92,11 @@ fn short_idle_timeout(config: String) -> String {
 async fn a_server_that_never_answers_is_cut_at_the_idle_timeout_and_its_endpoint_freed() {
     let silent = silent_server().await;
     let manifests = tempfile::tempdir().unwrap();
-    std::fs::write(
-        manifests.path().join("policy.yaml"),
-        format!(
-            r#"apiVersion: semantic-router.io/v1alpha1
-kind: ModelPool
-metadata: {{name: silent, namespace: default}}
-spec:
-  models: [{{name: m}}]
-  endpoints: {{static: {{addresses: ["{silent}"]}}}}
----
-apiVersion: semantic-router.io/v1alpha1
-kind: SemanticRoute
-metadata: {{name: auto, namespace: default}}
-spec:
-  match: {{models: [auto]}}
-  defaultTarget: {{pool: silent, model: m}}
-"#
-        ),
-    )
-    .unwrap();
+    policy(manifests.path(), silent);
     let router = Router::start(manifests.path(), &[]);
-    let envoy = Envoy::start_edited(
-        EnvoyConfig {
-            listen_port: free_port(),
-            admin_port: free_port(),
-            ext_proc_addr: router.extproc,
-            ext_proc_replicas: Vec::new(),
-            endpoints: vec![silent],
-            passthrough: silent,
-            gateway_clusters: Vec::new(),
-            with_ext_proc: true,
-            buffered: false,
-        },
-        short_idle_timeout,
-    );
-    let in_flight =
-        format!("semantic_router_endpoint_in_flight{{pool=\"silent\",endpoint=\"{silent}\"}} ");
-    let in_flight_now = || async {
-        router
-            .metrics()
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix(&in_flight).map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let envoy = envoy(&router, silent, short_idle_timeout);
 
-    let client = reqwest::Client::new();
-    let request = client
+    let request = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", envoy.url()))
         .header("content-type", "application/json")
         .body(r#"{"model":"auto","messages":[{"role":"user","content":"hello"}]}"#)
@@ -96,7 +107,7 @@ spec:
     eventually(
         "the request is in flight to the silent server",
         Duration::from_secs(5),
-        || async { in_flight_now().await == "1" },
+        || async { in_flight(&router, silent).await == "1" },
     )
     .await;
     let response = waiting.await.unwrap().expect("Envoy answers the client");
@@ -112,13 +123,77 @@ spec:
             .headers()
             .get("x-semantic-router-pool")
             .and_then(|v| v.to_str().ok()),
-        Some("silent"),
+        Some("p"),
         "the router saw the response and named the route"
     );
     eventually(
         "the endpoint's in-flight count back to 0",
         Duration::from_secs(5),
-        || async { in_flight_now().await == "0" },
+        || async { in_flight(&router, silent).await == "0" },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_stream_ends_the_clients_stream_and_frees_its_endpoint() {
+    // 40 tokens 100 ms apart: a stream of about 4 s, killed after its first events.
+    let mut sim = Sim::start_with(
+        "doomed",
+        SimOptions {
+            args: ["--itl-ms", "100", "--output-tokens", "40"]
+                .map(str::to_owned)
+                .to_vec(),
+            ..SimOptions::default()
+        },
+    );
+    let manifests = tempfile::tempdir().unwrap();
+    policy(manifests.path(), sim.addr);
+    let router = Router::start(manifests.path(), &[]);
+    let envoy = envoy(&router, sim.addr, |config| config);
+
+    let mut response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", envoy.url()))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"tell me a story"}]}"#,
+        )
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the stream starts");
+    assert_eq!(response.status().as_u16(), 200);
+    let first = response
+        .chunk()
+        .await
+        .expect("a first event")
+        .expect("not empty");
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    assert_eq!(in_flight(&router, sim.addr).await, "1");
+
+    sim.process.kill().expect("the server dies");
+    let killed = Instant::now();
+    let mut rest = Vec::new();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => rest.extend_from_slice(&chunk),
+            Ok(None) => break "ended",
+            Err(_) => break "broken",
+        }
+    };
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "the client's stream ends with the server, not at a timeout: {:?}",
+        killed.elapsed()
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        !text.contains("data: [DONE]"),
+        "a cut stream must not look complete ({ended}): {text}"
+    );
+    eventually(
+        "the endpoint's in-flight count back to 0",
+        Duration::from_secs(5),
+        || async { in_flight(&router, sim.addr).await == "0" },
     )
     .await;
 }

@@ -52,8 +52,18 @@ impl Process {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal("-TERM")
+    }
+
+    /// Sends SIGKILL (a crash: nothing is finished or closed cleanly) and waits (bounded) for
+    /// the exit status.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal("-KILL")
+    }
+
+    fn signal(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
