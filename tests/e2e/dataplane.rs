@@ -63,11 +63,20 @@ impl Stack {
     }
 
     fn start_with(router_flags: &[&str], buffered: bool) -> Self {
+        Self::start_edited(router_flags, buffered, |config| config)
+    }
+
+    /// The stack with Envoy's rendered config passed through `edit` first.
+    pub(crate) fn start_edited(
+        router_flags: &[&str],
+        buffered: bool,
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
         let (small, large, a100) = (Sim::start("small"), Sim::start("large"), Sim::start("a100"));
         let manifests = tempfile::tempdir().unwrap();
         write_policy(manifests.path(), &small, &large, &a100);
         let router = Router::start(manifests.path(), router_flags);
-        Self::front((small, large, a100), manifests, router, buffered)
+        Self::front((small, large, a100), manifests, router, buffered, edit)
     }
 
     /// The same stack with the router watching `server`, the policy applied there with
@@ -80,17 +89,21 @@ impl Stack {
             .kubectl_ok(&["apply", "-f", manifests.path().to_str().unwrap()])
             .await;
         let router = Router::start_kube(server.kubeconfig(), &["--no-leader-election"]);
-        Self::front((small, large, a100), manifests, router, false)
+        Self::front((small, large, a100), manifests, router, false, |config| {
+            config
+        })
     }
 
-    /// Envoy in front of `router`, whose policy names the three simulated pools.
+    /// Envoy (its rendered config passed through `edit`) in front of `router`, whose policy
+    /// names the three simulated pools.
     fn front(
         (small, large, a100): (Sim, Sim, Sim),
         manifests: tempfile::TempDir,
         router: Router,
         buffered: bool,
+        edit: impl FnOnce(String) -> String,
     ) -> Self {
-        let envoy = Envoy::start(EnvoyConfig {
+        let config = EnvoyConfig {
             listen_port: free_port(),
             admin_port: free_port(),
             ext_proc_addr: router.extproc,
@@ -100,7 +113,8 @@ impl Stack {
             gateway_clusters: Vec::new(),
             with_ext_proc: true,
             buffered,
-        });
+        };
+        let envoy = Envoy::start_edited(config, edit);
         Self {
             small,
             large,

@@ -1,11 +1,14 @@
 //! Faults, each with a defined behaviour, through real Envoy and the router: a model server
-//! that accepts a request and never answers, and one killed in the middle of a stream.
+//! that accepts a request and never answers, one killed in the middle of a stream, and the
+//! router itself killed and restarted, with Envoy's `failure_mode_allow` off (the sample's
+//! default) and on.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
+use crate::dataplane::{Stack, ask, header};
 use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
 use crate::support::eventually;
 use crate::support::stack::{Router, Sim, SimOptions};
@@ -196,4 +199,80 @@ async fn a_server_killed_mid_stream_ends_the_clients_stream_and_frees_its_endpoi
         || async { in_flight(&router, sim.addr).await == "0" },
     )
     .await;
+}
+
+/// What a request through `stack` came back with: status, decision header, and the model the
+/// small pool's server was sent (empty when it received nothing).
+async fn try_chat(stack: &Stack) -> (u16, String, String) {
+    stack.small.clear().await;
+    let response = stack.chat(ask("auto", "hello there"), &[]).await;
+    let status = response.status().as_u16();
+    let decision = header(&response, "x-semantic-router-decision").to_owned();
+    let sent = stack
+        .small
+        .requests()
+        .await
+        .first()
+        .and_then(|r| r["body"]["model"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, decision, sent)
+}
+
+/// Kills the router of `stack` (SIGKILL), returns what a request then gets, and restarts it
+/// on the same addresses; then the next requests are routed again.
+async fn kill_and_restart_the_router(stack: &mut Stack) -> (u16, String, String) {
+    let before = try_chat(stack).await;
+    assert_eq!(before, (200, "default".into(), "Qwen/Qwen3-1.7B".into()));
+    stack.router.process.kill().expect("the router dies");
+    let started = Instant::now();
+    let during = try_chat(stack).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at once, not at a timeout: {:?}",
+        started.elapsed()
+    );
+    stack.router = stack.router.restart(stack.manifests.path(), &[]);
+    eventually(
+        "routed again once the router is back",
+        Duration::from_secs(10),
+        || async { try_chat(stack).await == before },
+    )
+    .await;
+    during
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_router_envoy_refuses_by_default_and_routes_again_when_it_returns() {
+    // The sample's `failure_mode_allow: false`: no request goes on unrouted (unscreened for
+    // jailbreaks, to whatever its body names) while the router is away.
+    let mut stack = Stack::start(&[]);
+    let (status, decision, sent) = kill_and_restart_the_router(&mut stack).await;
+    assert!(status >= 500, "refused while the router is away: {status}");
+    assert_eq!(
+        (decision.as_str(), sent.as_str()),
+        ("", ""),
+        "nothing reached a model server"
+    );
+}
+
+/// `failure_mode_allow: true` in the rendered config.
+fn allow_failures(config: String) -> String {
+    assert!(config.contains("failure_mode_allow: false"));
+    config.replace("failure_mode_allow: false", "failure_mode_allow: true")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_mode_allow_lets_buffered_requests_go_on_unrouted_but_not_duplex_ones() {
+    // Envoy 1.40 with FULL_DUPLEX_STREAMED request bodies (the sample's mode) answers 500
+    // without the router even when failures are allowed.
+    let mut duplex = Stack::start_edited(&[], false, allow_failures);
+    let (status, decision, sent) = kill_and_restart_the_router(&mut duplex).await;
+    assert_eq!(status, 500, "duplex: refused even with failure_mode_allow");
+    assert_eq!((decision.as_str(), sent.as_str()), ("", ""));
+    // With BUFFERED bodies the request goes on as the client wrote it, to the default route.
+    let mut buffered = Stack::start_edited(&[], true, allow_failures);
+    let (status, decision, sent) = kill_and_restart_the_router(&mut buffered).await;
+    assert_eq!(status, 200, "buffered: served while the router is away");
+    assert_eq!(decision, "", "not routed: no decision was made");
+    assert_eq!(sent, "auto", "the body went on as the client wrote it");
 }

@@ -251,9 +251,25 @@ impl Router {
         router
     }
 
-    fn launch(mut command: Command) -> Self {
-        let extproc = free_addr();
-        let admin = free_addr();
+    /// Starts a router on `manifests` on the addresses this one listened on (after it died or
+    /// was stopped), and waits until it is ready.
+    pub fn restart(&self, manifests: &Path, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
+        command
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(extra);
+        let mut router = Self::launch_on(command, self.extproc, self.admin);
+        router.wait_ready();
+        router
+    }
+
+    fn launch(command: Command) -> Self {
+        Self::launch_on(command, free_addr(), free_addr())
+    }
+
+    fn launch_on(mut command: Command, extproc: SocketAddr, admin: SocketAddr) -> Self {
         let process = Process::spawn(
             "router",
             command
