@@ -94,6 +94,10 @@ async fn sure_static_twins_answer_heads_only_routes_and_examples_still_use_the_e
         arg(&heads.join("jailbreak")),
         "--static-model".to_owned(),
         arg(&statics),
+        // Generous: a prompt decided without model signals on a loaded machine would count
+        // neither tier.
+        "--classify-budget-ms".to_owned(),
+        "20000".to_owned(),
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let stack = Stack::start(&flags);

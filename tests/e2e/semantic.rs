@@ -13,7 +13,14 @@ async fn unseen_math_questions_go_to_the_reasoning_pool() {
         minilm.join("model.safetensors").exists(),
         "run `make tools` first (hack/fetch-minilm.sh)"
     );
-    let stack = Stack::start(&["--encoder", minilm.to_str().unwrap()]);
+    // A generous model budget: on a loaded CI machine a prompt decided without its embedding
+    // takes the default, which is right for the router but not what this test is about.
+    let stack = Stack::start(&[
+        "--encoder",
+        minilm.to_str().unwrap(),
+        "--classify-budget-ms",
+        "20000",
+    ]);
     eventually(
         "example prompts embedded",
         Duration::from_secs(30),
