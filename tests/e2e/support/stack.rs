@@ -189,13 +189,18 @@ pub struct Router {
 impl Router {
     /// Starts the router on `manifests` with extra flags, and waits until it is ready.
     pub fn start(manifests: &Path, extra: &[&str]) -> Self {
+        Self::spawn(Self::on_manifests(manifests, extra))
+    }
+
+    /// `semantic-router run --manifests DIR` with extra flags.
+    fn on_manifests(manifests: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
         command
             .arg("run")
             .arg("--manifests")
             .arg(manifests)
             .args(extra);
-        Self::spawn(command)
+        command
     }
 
     /// Starts the router watching the API server of `kubeconfig`, and waits until it is
@@ -254,12 +259,7 @@ impl Router {
     /// Starts a router on `manifests` on the addresses this one listened on (after it died or
     /// was stopped), and waits until it is ready.
     pub fn restart(&self, manifests: &Path, extra: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_semantic-router"));
-        command
-            .arg("run")
-            .arg("--manifests")
-            .arg(manifests)
-            .args(extra);
+        let command = Self::on_manifests(manifests, extra);
         let mut router = Self::launch_on(command, self.extproc, self.admin);
         router.wait_ready();
         router
