@@ -10,7 +10,7 @@ use std::time::Duration;
 use semantic_router::classify::{Architecture, Head, tiny};
 
 use crate::dataplane::{Stack, ask};
-use crate::support::eventually;
+use crate::support::{eventually, metric_sample};
 
 const CATEGORY: &[&str] = &[
     "biology",
@@ -49,11 +49,8 @@ fn head_with_twin(dir: &Path, labels: &[&str], id: &str) {
 
 /// `name_total{tier="…"}` from a metrics page.
 fn answers(metrics: &str, tier: &str) -> f64 {
-    let prefix = format!("semantic_router_classifier_cascade_answers_total{{tier=\"{tier}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
-        .unwrap_or(0.0)
+    let series = format!("semantic_router_classifier_cascade_answers_total{{tier=\"{tier}\"}}");
+    metric_sample(metrics, &series).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,8 +10,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::dataplane::{Stack, ask, header};
 use crate::support::envoy::{Envoy, EnvoyConfig, free_port};
-use crate::support::eventually;
 use crate::support::stack::{Router, Sim, SimOptions};
+use crate::support::{eventually, metric_sample};
 
 /// A policy sending model `auto` to pool `p` (model `m`) on `endpoint`.
 fn policy(dir: &std::path::Path, endpoint: SocketAddr) {
@@ -55,16 +55,11 @@ fn envoy(router: &Router, endpoint: SocketAddr, edit: impl FnOnce(String) -> Str
     )
 }
 
-/// The router's in-flight gauge for `endpoint` of pool `p`, as printed.
-async fn in_flight(router: &Router, endpoint: SocketAddr) -> String {
-    let prefix =
-        format!("semantic_router_endpoint_in_flight{{pool=\"p\",endpoint=\"{endpoint}\"}} ");
-    router
-        .metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
-        .unwrap_or_default()
+/// The router's in-flight gauge for `endpoint` of pool `p`.
+async fn in_flight(router: &Router, endpoint: SocketAddr) -> Option<f64> {
+    let series =
+        format!("semantic_router_endpoint_in_flight{{pool=\"p\",endpoint=\"{endpoint}\"}}");
+    metric_sample(&router.metrics().await, &series)
 }
 
 /// A model server that accepts connections, reads what it is sent and never answers.
@@ -110,7 +105,7 @@ async fn a_server_that_never_answers_is_cut_at_the_idle_timeout_and_its_endpoint
     eventually(
         "the request is in flight to the silent server",
         Duration::from_secs(5),
-        || async { in_flight(&router, silent).await == "1" },
+        || async { in_flight(&router, silent).await == Some(1.0) },
     )
     .await;
     let response = waiting.await.unwrap().expect("Envoy answers the client");
@@ -132,7 +127,7 @@ async fn a_server_that_never_answers_is_cut_at_the_idle_timeout_and_its_endpoint
     eventually(
         "the endpoint's in-flight count back to 0",
         Duration::from_secs(5),
-        || async { in_flight(&router, silent).await == "0" },
+        || async { in_flight(&router, silent).await == Some(0.0) },
     )
     .await;
 }
@@ -171,7 +166,7 @@ async fn a_server_killed_mid_stream_ends_the_clients_stream_and_frees_its_endpoi
         .expect("a first event")
         .expect("not empty");
     assert!(first.starts_with(b"data: "), "{first:?}");
-    assert_eq!(in_flight(&router, sim.addr).await, "1");
+    assert_eq!(in_flight(&router, sim.addr).await, Some(1.0));
 
     sim.process.kill().expect("the server dies");
     let killed = Instant::now();
@@ -196,7 +191,7 @@ async fn a_server_killed_mid_stream_ends_the_clients_stream_and_frees_its_endpoi
     eventually(
         "the endpoint's in-flight count back to 0",
         Duration::from_secs(5),
-        || async { in_flight(&router, sim.addr).await == "0" },
+        || async { in_flight(&router, sim.addr).await == Some(0.0) },
     )
     .await;
 }

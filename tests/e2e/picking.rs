@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::envoy::{Envoy, EnvoyConfig, envoy_bin, free_port, render_config};
-use crate::support::eventually;
 use crate::support::stack::{Router, Sim, SimOptions};
+use crate::support::{eventually, metric_sample};
 
 /// Simulators `s0`, `s1`, … in one pool `gpu` (model `sim-model`, scraped every second)
 /// with the given `endpointPicking`, a route sending model `auto` there, and Envoy in front.
@@ -286,8 +286,18 @@ async fn a_killed_endpoint_is_ejected_and_no_request_fails() {
     }
     let dead = stack.sims[1].addr;
     stack.sims[1].process.terminate().expect("s1 stops");
-    // Give the access log its flush interval.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until its last good figures age out (three scrape intervals) s1 may still count as
+    // busy from a warm-up request a scrape caught; after four failed scrapes it is scored
+    // by this router's own in-flight count, as idle as the others, so it takes its turn.
+    let failures = format!(
+        r#"semantic_router_endpoint_scrape_failures_total{{pool="gpu",endpoint="{dead}"}}"#
+    );
+    eventually(
+        "four failed scrapes of the stopped s1",
+        Duration::from_secs(15),
+        || async { metric_sample(&stack.router.metrics().await, &failures) >= Some(4.0) },
+    )
+    .await;
     let before = routed_lines(&stack.envoy).len();
     let mut answers = Vec::new();
     for _ in 0..30 {

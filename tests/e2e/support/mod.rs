@@ -46,6 +46,14 @@ where
     }
 }
 
+/// The value of one series (`name{labels}` exactly as printed) in a Prometheus text page.
+pub fn metric_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
 /// A bearer token for `team` from `hack/demo-token.sh`: signed with the sample's demo key
 /// (which the sample Envoy config trusts), or with `key` to forge one.
 pub fn demo_token(team: &str, key: Option<&std::path::Path>) -> String {
