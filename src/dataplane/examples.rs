@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use crate::classify::ClassifierService;
+use crate::classify::{ClassifierService, ClassifyError};
 use crate::routing::{ExamplePrompts, RoutingTable, SignalKind};
 
 /// One example set's embeddings, row after row.
@@ -80,7 +81,7 @@ impl ExampleIndex {
         missing.sort();
         missing.dedup();
         for prompt in missing {
-            match service.embed(prompt).await {
+            match embed_when_free(service, prompt).await {
                 Ok(embedding) => {
                     if let Ok(mut texts) = self.texts.lock() {
                         texts.insert(prompt.clone(), embedding);
@@ -110,6 +111,26 @@ impl ExampleIndex {
             prompts = texts.len(),
             "example prompts embedded"
         );
+    }
+}
+
+/// The embedding of `prompt`, waiting out a full queue or a passed deadline: requests come
+/// first and are shed under load, but an example left out would leave its whole set unscored
+/// until the next table.
+async fn embed_when_free(
+    service: &ClassifierService,
+    prompt: &str,
+) -> Result<Arc<[f32]>, ClassifyError> {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match service.embed(prompt).await {
+            Err(e) if e.is_shed() => {
+                tracing::debug!("example prompt {prompt:?} waits for the encoder: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            embedded => return embedded,
+        }
     }
 }
 

@@ -388,6 +388,65 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn example_prompts_are_embedded_even_while_requests_keep_the_queue_full() {
+        let tmp = tempfile::tempdir().unwrap();
+        let encoder = tmp.path().join("tiny");
+        tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
+        let files = ModelFiles {
+            encoder,
+            max_tokens: 64,
+            category_head: None,
+            complexity_head: None,
+            jailbreak_head: None,
+            static_model: None,
+        };
+        let config = ServiceConfig {
+            queue_capacity: 1,
+            max_batch_size: 1,
+            ..ServiceConfig::default()
+        };
+        let (signals, _) = CandleSignals::load(&files, config, Duration::from_secs(5)).unwrap();
+        let signals = Arc::new(signals);
+        let spec = "match: {models: [auto]}\nsignals:\n  examples: [{name: mathy, prompts: [\"one\", \"two\", \"three\", \"four\"], threshold: 0.99}]\ndecisions:\n- {name: math, when: {any: [mathy]}, targets: [{pool: large, model: large}]}\ndefaultTarget: {pool: small, model: small}";
+        let table = compile_all(two_pools(), vec![route("auto", spec)]).table;
+        // Four clients keep the one-place queue full for 300 ms while the set is embedded.
+        let until = Instant::now() + Duration::from_millis(300);
+        let shed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pressure: Vec<_> = (0..4)
+            .map(|client| {
+                let (signals, shed) = (signals.clone(), shed.clone());
+                tokio::spawn(async move {
+                    for i in 0..100_000 {
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        let text = format!("client {client} request {i}");
+                        if signals.service.embed(&text).await.is_err() {
+                            shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        signals.index_table(&table).await;
+        for client in pressure {
+            client.await.unwrap();
+        }
+        assert!(
+            shed.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "the queue was full"
+        );
+        let route = table.routes[0].clone();
+        let mut values = SignalValues(vec![None; route.signals.len()]);
+        signals.evaluate(&route, "three", &mut values).await;
+        let value = values
+            .get(0)
+            .expect("the set was embedded despite the load");
+        assert!(value.matched, "{value:?}");
+    }
+
     #[test]
     fn a_missing_static_model_is_distilled_at_start_and_read_the_next_time() {
         let tmp = tempfile::tempdir().unwrap();
