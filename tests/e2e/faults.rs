@@ -1,7 +1,7 @@
 //! Faults, each with a defined behaviour, through real Envoy and the router: a model server
 //! that accepts a request and never answers, one killed in the middle of a stream, and the
 //! router itself killed and restarted, with Envoy's `failure_mode_allow` off (the sample's
-//! default) and on.
+//! default) and on, and an encoder too slow for the budget or with its queue full.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -270,4 +270,91 @@ async fn failure_mode_allow_lets_buffered_requests_go_on_unrouted_but_not_duplex
     assert_eq!(status, 200, "buffered: served while the router is away");
     assert_eq!(decision, "", "not routed: no decision was made");
     assert_eq!(sent, "auto", "the body went on as the client wrote it");
+}
+
+/// `count` different long math questions (no keyword of the sample route in them): only the
+/// encoder could send them to the reasoning model, and no embedding cache can answer one.
+fn long_math_questions(count: usize) -> Vec<String> {
+    let filler =
+        "Please keep the answer short and show the working as plain sentences. ".repeat(30);
+    (0..count)
+        .map(|i| format!("{filler} What is {} percent of {}?", 10 + i, 200 + 7 * i))
+        .collect()
+}
+
+/// The sample router on the real all-MiniLM-L6-v2 with `flags`, after `questions` were sent
+/// all at once: each answer's status and pool, and how much each of `series` grew meanwhile.
+async fn ask_at_once<const N: usize>(
+    flags: &[&str],
+    questions: &[String],
+    series: [&str; N],
+) -> (Vec<(u16, String)>, [f64; N]) {
+    let minilm = crate::support::repo_root().join(".models/all-MiniLM-L6-v2");
+    let mut args = vec!["--encoder", minilm.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let stack = Stack::start(&args);
+    let read = |metrics: String| series.map(|s| metric_sample(&metrics, s).unwrap_or(0.0));
+    let before = read(stack.router.metrics().await);
+    let answers = futures::future::join_all(questions.iter().map(|q| async {
+        let response = stack.chat(ask("auto", q), &[]).await;
+        let pool = header(&response, "x-semantic-router-pool").to_owned();
+        (response.status().as_u16(), pool)
+    }))
+    .await;
+    let after = read(stack.router.metrics().await);
+    (answers, std::array::from_fn(|i| after[i] - before[i]))
+}
+
+const FALLBACKS: &str = "semantic_router_model_signal_fallbacks_total";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encoder_slower_than_the_budget_leaves_requests_decided_without_model_signals() {
+    // A forward pass over 300 tokens takes far longer than 1 ms: every request goes on at its
+    // deadline with the route's default, and each is counted.
+    let questions = long_math_questions(4);
+    let late = r#"semantic_router_classifier_shed_total{reason="deadline_exceeded"}"#;
+    let (answers, [fallbacks, shed]) = ask_at_once(
+        &["--classify-budget-ms", "1"],
+        &questions,
+        [FALLBACKS, late],
+    )
+    .await;
+    for answer in &answers {
+        assert_eq!(answer, &(200, "qwen3-small".to_owned()), "{answers:?}");
+    }
+    assert_eq!((fallbacks, shed), (4.0, 4.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_encoder_queue_sheds_the_excess_at_once_and_counts_it() {
+    // One prompt at a time on the encoder and one waiting: of twelve at once, the rest find
+    // the queue full and are decided without model signals; none fails.
+    let questions = long_math_questions(12);
+    let flags = [
+        "--classify-queue",
+        "1",
+        "--classify-max-batch",
+        "1",
+        "--classify-budget-ms",
+        "20000",
+    ];
+    let full = r#"semantic_router_classifier_shed_total{reason="overloaded"}"#;
+    let (answers, [fallbacks, shed]) = ask_at_once(&flags, &questions, [FALLBACKS, full]).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    assert!(shed >= 1.0, "some found the queue full");
+    assert_eq!(
+        fallbacks, shed,
+        "every shed request was decided without model signals"
+    );
+    let small = answers
+        .iter()
+        .filter(|(_, pool)| pool == "qwen3-small")
+        .count();
+    assert!(
+        small as f64 >= shed,
+        "a shed request takes the default: {answers:?}"
+    );
 }
