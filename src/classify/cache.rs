@@ -65,10 +65,11 @@ impl EmbeddingCache {
         Some(value)
     }
 
-    /// Stores `value` under `key`, evicting the least recently used entry when full.
-    pub fn insert(&self, key: TextKey, value: Arc<EncoderOutput>) {
+    /// Stores `value` under `key`, evicting the least recently used entry when full; the
+    /// number of cached texts after it.
+    pub fn insert(&self, key: TextKey, value: Arc<EncoderOutput>) -> usize {
         if self.capacity == 0 {
-            return;
+            return 0;
         }
         let mut lru = self.lru.lock().unwrap_or_else(PoisonError::into_inner);
         lru.clock += 1;
@@ -83,6 +84,7 @@ impl EmbeddingCache {
             };
             lru.entries.remove(&oldest);
         }
+        lru.entries.len()
     }
 
     /// Number of cached texts.
@@ -116,7 +118,7 @@ mod tests {
         cache.insert(a, output(1.0));
         cache.insert(b, output(2.0));
         assert!(cache.get(a).is_some(), "a is now the most recent");
-        cache.insert(c, output(3.0));
+        assert_eq!(cache.insert(c, output(3.0)), 2, "never above its capacity");
         assert_eq!(cache.len(), 2);
         assert!(cache.get(b).is_none(), "b was the least recently used");
         assert_eq!(cache.get(a).map(|o| o.embedding[0]), Some(1.0));

@@ -42,6 +42,8 @@ pub struct ClassifierMetrics {
     pub shed: Family<ShedLabels, Counter>,
     /// Embedding cache lookups, by result.
     pub cache: Family<CacheLabels, Counter>,
+    /// Texts whose encoder output the embedding cache holds (bounded by its capacity).
+    pub cache_entries: Gauge,
     /// Texts run through the encoder.
     pub encoded: Counter,
     /// Queued requests dropped because their caller had gone.
@@ -60,6 +62,7 @@ impl Default for ClassifierMetrics {
             queue_depth: Gauge::default(),
             shed: Family::default(),
             cache: Family::default(),
+            cache_entries: Gauge::default(),
             encoded: Counter::default(),
             abandoned: Counter::default(),
             tier_answers: Family::default(),
@@ -95,6 +98,11 @@ impl ClassifierMetrics {
             "cache_lookups",
             "Embedding cache lookups, by result",
             self.cache.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Texts whose encoder output the embedding cache holds (at most its capacity)",
+            self.cache_entries.clone(),
         );
         r.register(
             "encoded_texts",

@@ -214,7 +214,8 @@ impl Worker {
         let results = self.encode_all(&distinct);
         for ((key, _), result) in distinct.iter().zip(&results) {
             if let Ok(output) = result {
-                self.cache.insert(*key, output.clone());
+                let kept = self.cache.insert(*key, output.clone());
+                self.metrics.cache_entries.set(kept as i64);
             }
         }
         for (job, i) in waiting {

@@ -1,6 +1,7 @@
 //! End-to-end tests against real parts (API server, kubectl, Envoy, Redis). Install them first with
 //! `make tools` (hack/install-tools.sh).
 
+mod bounds;
 mod buffered;
 mod cascade;
 mod chart;

@@ -1,6 +1,7 @@
 //! Per-endpoint figures read at scrape time: requests in flight, ejection and failed scrapes of
 //! its model server, by pool and endpoint. What an operator watches when a stream hangs, a pool
-//! loses capacity or picking runs blind.
+//! loses capacity or picking runs blind. Per pool, the size of its affinity maps, which client
+//! input fills up to their bounds.
 
 use std::sync::Arc;
 
@@ -22,8 +23,16 @@ struct EndpointLabels {
     endpoint: String,
 }
 
+/// Labels of one pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    /// Pool name.
+    pool: String,
+}
+
 /// Collects `semantic_router_endpoint_{in_flight,ejected,scrape_failures_total}` for every
-/// endpoint of the live table's pools, from the picker's own state.
+/// endpoint of the live table's pools, and `semantic_router_pool_{prefix_blocks,sessions}` for
+/// every pool picked from, from the picker's own state.
 pub struct EndpointGauges {
     table: SharedTable,
     picker: Arc<PolicyPicker>,
@@ -47,11 +56,21 @@ impl Collector for EndpointGauges {
         let in_flight = Family::<EndpointLabels, Gauge>::default();
         let ejected = Family::<EndpointLabels, Gauge>::default();
         let mut scrape_failures = Vec::new();
+        let prefix_blocks = Family::<PoolLabels, Gauge>::default();
+        let sessions = Family::<PoolLabels, Gauge>::default();
         if let Some(table) = self.table.load() {
             for pool in table.pools.values() {
                 let PoolBackend::Endpoints(addrs) = &pool.backend else {
                     continue;
                 };
+                if let Some((blocks, held)) = self.picker.affinity_sizes(&pool.key) {
+                    let labels = PoolLabels {
+                        pool: pool.key.name.clone(),
+                    };
+                    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                    prefix_blocks.get_or_create(&labels).set(gauge(blocks));
+                    sessions.get_or_create(&labels).set(gauge(held));
+                }
                 for addr in addrs {
                     let labels = EndpointLabels {
                         pool: pool.key.name.clone(),
@@ -81,6 +100,20 @@ impl Collector for EndpointGauges {
                 "semantic_router_endpoint_ejected",
                 "1 while passive health checking keeps an endpoint out of picking",
                 &ejected,
+            ),
+        ] {
+            family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
+        }
+        for (name, help, family) in [
+            (
+                "semantic_router_pool_prefix_blocks",
+                "Prompt blocks the pool's prefix-affinity map holds (at most its maxBlocks)",
+                &prefix_blocks,
+            ),
+            (
+                "semantic_router_pool_sessions",
+                "Sessions the pool's session-affinity map holds (at most its maxSessions)",
+                &sessions,
             ),
         ] {
             family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;

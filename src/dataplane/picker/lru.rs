@@ -68,7 +68,6 @@ impl<V: Copy> Lru<V> {
     }
 
     /// Entries held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }

@@ -302,6 +302,19 @@ impl PolicyPicker {
         pools.retain(|key, _| table.pools.contains_key(key));
     }
 
+    /// Prompt blocks and sessions the affinity maps of pool `key` hold, once it was picked
+    /// from; each map is bounded by its pool's `maxBlocks` / `maxSessions`.
+    pub fn affinity_sizes(&self, key: &ObjectKey) -> Option<(usize, usize)> {
+        let pool = self.known_pool(key)?;
+        let blocks = pool.prefix.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let sessions = pool
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        Some((blocks, sessions))
+    }
+
     /// How `addr` looks now, its load weighed as `picking` says.
     pub fn view(&self, addr: SocketAddr, picking: &EndpointPicking) -> Option<EndpointView> {
         let state = self.registry.get(addr)?;

@@ -89,7 +89,6 @@ impl PrefixIndex {
     }
 
     /// Blocks held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.blocks.len()
     }

@@ -45,7 +45,6 @@ impl Sessions {
     }
 
     /// Sessions held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
