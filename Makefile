@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint bench check-cuda heads image
+.PHONY: run test tools crds check-crds lint bench soak check-cuda heads image
 
 ## The whole local stack (no cluster needed): three simulated model servers, the router on
 ## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
@@ -34,6 +34,7 @@ crds:
 ## signal path against a bare Candle forward pass (benches/classify.rs), and semantic-cache
 ## lookups in memory against Redis at 1k/10k/100k entries (benches/cache.rs), and a cache hit
 ## and miss through Envoy and the router, in memory and in Redis (benches/cache_hop.rs).
+## The soak (a million requests, RSS sampled: benches/soak.rs, ~25 min) is `make soak`.
 bench:
 	$(CARGO) build --release --bin semantic-router
 	$(CARGO) bench --bench hop
@@ -42,6 +43,12 @@ bench:
 	$(CARGO) bench --bench classify
 	$(CARGO) bench --bench cache
 	$(CARGO) bench --bench cache_hop
+
+## A million requests through Envoy and the release router on the sample policy, the router's
+## RSS and store sizes sampled throughout (benches/soak.rs; SOAK_REQUESTS to shorten it).
+soak:
+	$(CARGO) build --release --bin semantic-router
+	$(CARGO) bench --bench soak
 
 ## Type-check the `cuda` feature on a machine without a GPU or a system CUDA toolkit: NVIDIA's
 ## CUDA 13.4 compiler from PyPI into .venv-cuda, then `cargo check --features cuda`
