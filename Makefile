@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint bench soak check-cuda heads image
+.PHONY: run test tools crds check-crds lint bench bench-swaps soak check-cuda heads image
 
 ## The whole local stack (no cluster needed): three simulated model servers, the router on
 ## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
@@ -43,6 +43,11 @@ bench:
 	$(CARGO) bench --bench classify
 	$(CARGO) bench --bench cache
 	$(CARGO) bench --bench cache_hop
+
+## Policy swaps under load on a release build: 1,000 swaps with 16 clients, file source and
+## `kubectl apply` (tests/e2e/swaps.rs with SWAPS/SWAP_CLIENTS); prints the figures.
+bench-swaps:
+	SWAPS=1000 SWAP_CLIENTS=16 $(CARGO) test --release --test e2e -- swaps --nocapture --test-threads 1
 
 ## A million requests through Envoy and the release router on the sample policy, the router's
 ## RSS and store sizes sampled throughout (benches/soak.rs; SOAK_REQUESTS to shorten it).

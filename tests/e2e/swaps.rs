@@ -42,12 +42,14 @@ impl Seen {
     }
 }
 
-/// Sends requests until `stop` (at most 5000, at most 60 s).
+/// Sends requests until `stop` (at most 50 per swap, at most 60 s and a second per swap).
 async fn drive(url: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let swaps = knob("SWAPS", 100);
+    let deadline = Instant::now() + Duration::from_secs(60 + swaps as u64);
+    let most = 50 * swaps.max(100);
     let mut seen = Vec::new();
-    while !stop.load(Ordering::Relaxed) && seen.len() < 5000 && Instant::now() < deadline {
+    while !stop.load(Ordering::Relaxed) && seen.len() < most && Instant::now() < deadline {
         let response = client
             .post(&url)
             .header("content-type", "application/json")
@@ -98,10 +100,19 @@ async fn generation(stack: &Stack) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `SWAPS` and `SWAP_CLIENTS` from the environment, else 100 swaps and 4 clients: the bench
+/// command (`make bench-swaps`) runs more of both on a release build.
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Four clients drive requests through `stack` while `swap(n)` puts policy `n % 2` in place
 /// (0: large, 1: small) 100 times, 150 ms apart: longer than the file source waits for a
 /// burst to settle (100 ms). Then checks that nothing failed, nothing mixed two tables, both
-/// tables served, and the router ends on the small one.
+/// tables served, and the router ends on the small one. `SWAPS` must be even for that.
 async fn a_hundred_swaps_under_load<F, Fut>(stack: &Stack, source: &str, mut swap: F)
 where
     F: FnMut(usize) -> Fut,
@@ -110,10 +121,11 @@ where
     let before = generation(stack).await;
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{}/v1/chat/completions", stack.envoy.url());
-    let clients: Vec<_> = (0..4)
+    let started = Instant::now();
+    let clients: Vec<_> = (0..knob("SWAP_CLIENTS", 4))
         .map(|_| tokio::spawn(drive(url.clone(), stop.clone())))
         .collect();
-    for n in 0..100 {
+    for n in 0..knob("SWAPS", 100) / 2 * 2 {
         swap(n).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -159,9 +171,10 @@ where
     let on_large = seen.iter().filter(|s| s.server == "large").count();
     let swaps = generation(stack).await - before;
     eprintln!(
-        "policy swaps under load ({source}): {} requests, {failed} failed, {} mixed, {on_large} \
-         on the large model, {swaps} tables published, {} generations seen",
+        "policy swaps under load ({source}): {} requests in {:.1} s, {failed} failed, {} mixed, \
+         {on_large} on the large model, {swaps} tables published, {} generations seen",
         seen.len(),
+        started.elapsed().as_secs_f64(),
         mixed.len(),
         servers_by_generation.len()
     );
