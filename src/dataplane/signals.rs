@@ -335,19 +335,24 @@ mod tests {
     use crate::classify::{Architecture, tiny};
     use crate::routing::fixtures::{compile_all, route, two_pools};
 
-    #[tokio::test]
-    async fn example_signals_score_once_their_set_is_embedded_and_follow_a_new_table() {
-        let tmp = tempfile::tempdir().unwrap();
-        let encoder = tmp.path().join("tiny");
+    /// A tiny random BERT written under `dir`, with no heads and no static tier.
+    fn tiny_encoder(dir: &Path) -> ModelFiles {
+        let encoder = dir.join("tiny");
         tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
-        let files = ModelFiles {
+        ModelFiles {
             encoder,
             max_tokens: 64,
             category_head: None,
             complexity_head: None,
             jailbreak_head: None,
             static_model: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn example_signals_score_once_their_set_is_embedded_and_follow_a_new_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = tiny_encoder(tmp.path());
         let (signals, _) =
             CandleSignals::load(&files, ServiceConfig::default(), Duration::from_secs(5)).unwrap();
         let table = |prompts: &str| {
@@ -391,16 +396,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn example_prompts_are_embedded_even_while_requests_keep_the_queue_full() {
         let tmp = tempfile::tempdir().unwrap();
-        let encoder = tmp.path().join("tiny");
-        tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
-        let files = ModelFiles {
-            encoder,
-            max_tokens: 64,
-            category_head: None,
-            complexity_head: None,
-            jailbreak_head: None,
-            static_model: None,
-        };
+        let files = tiny_encoder(tmp.path());
         let config = ServiceConfig {
             queue_capacity: 1,
             max_batch_size: 1,
@@ -450,16 +446,10 @@ mod tests {
     #[test]
     fn a_missing_static_model_is_distilled_at_start_and_read_the_next_time() {
         let tmp = tempfile::tempdir().unwrap();
-        let encoder = tmp.path().join("tiny");
-        tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
         let statics = tmp.path().join("static");
         let files = ModelFiles {
-            encoder,
-            max_tokens: 64,
-            category_head: None,
-            complexity_head: None,
-            jailbreak_head: None,
             static_model: Some(statics.clone()),
+            ..tiny_encoder(tmp.path())
         };
         let load = || CandleSignals::load(&files, ServiceConfig::default(), Duration::from_secs(1));
         let modified = || {
