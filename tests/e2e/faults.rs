@@ -344,17 +344,19 @@ async fn a_full_encoder_queue_sheds_the_excess_at_once_and_counts_it() {
         answers.iter().all(|(status, _)| *status == 200),
         "{answers:?}"
     );
-    assert!(shed >= 1.0, "some found the queue full");
-    assert_eq!(
-        fallbacks, shed,
-        "every shed request was decided without model signals"
+    // The sample route's example prompts go through the same queue and are retried when shed,
+    // so the shed count may exceed the requests that fell back, never the other way round.
+    assert!(fallbacks >= 1.0, "some requests found the queue full");
+    assert!(
+        fallbacks <= shed,
+        "a request decided without model signals was shed ({fallbacks} > {shed})"
     );
     let small = answers
         .iter()
         .filter(|(_, pool)| pool == "qwen3-small")
         .count();
     assert!(
-        small as f64 >= shed,
+        small as f64 >= fallbacks,
         "a shed request takes the default: {answers:?}"
     );
 }
