@@ -21,12 +21,13 @@
 //! Printed: a row per sample (requests done, RSS, the stores' sizes from `/metrics`), then
 //! the requests by status, failures (a 5xx, a transport error, a malformed body not refused)
 //! the requests by decision and pool as the router counted them, and the RSS summary after
-//! warm-up (the first 30% of requests, by when the stores are full) against the ±10% target.
+//! warm-up against the ±10% target. Warm-up lasts until every store is at its bound (each
+//! affinity map turned over once) and at least `SOAK_WARMUP_PERCENT` of the requests.
 //!
 //! Run: `cargo build --release --bin semantic-router && cargo bench --bench soak`.
 //! Knobs: `SOAK_REQUESTS` (1,000,000), `SOAK_CONNS` (32 concurrent clients), `SOAK_MAX_SECS`
 //! (3600: the load stops there whatever is left), `SOAK_SAMPLE_SECS` (5), `SOAK_WARMUP_PERCENT`
-//! (30), `HOP_ROUTER_BIN`,
+//! (10), `HOP_ROUTER_BIN`,
 //! `ENVOY_BIN`. Prints numbers, asserts nothing.
 
 #[path = "../tests/e2e/support/envoy.rs"]
@@ -78,7 +79,7 @@ impl Settings {
             conns: num("SOAK_CONNS", 32).max(1),
             max: Duration::from_secs(num("SOAK_MAX_SECS", 3600)),
             sample: Duration::from_secs(num("SOAK_SAMPLE_SECS", 5).max(1)),
-            warmup_percent: num("SOAK_WARMUP_PERCENT", 30).min(100),
+            warmup_percent: num("SOAK_WARMUP_PERCENT", 10).min(100),
         }
     }
 }
@@ -431,7 +432,35 @@ fn print_sample(s: &Sample) {
     );
 }
 
-fn summarise(samples: &[Sample], warmup: u64) {
+/// Requests done by the first sample at which every store had reached its bound: each cache
+/// full, and each affinity map turned over once (it shrank, a generation forgotten). Before
+/// that the stores are still growing, and so is the memory they hold.
+fn stores_full(samples: &[Sample]) -> Option<u64> {
+    let mut turned = [false; 4];
+    for pair in samples.windows(2) {
+        let (before, s) = (&pair[0], &pair[1]);
+        for ((turned, now), was) in turned.iter_mut().zip(s.stores).zip(before.stores) {
+            *turned |= now < was;
+        }
+        // The caches never shrink under this load: full once they stop growing.
+        let caches_full = (0..2).all(|i| s.stores[i] == before.stores[i] && s.stores[i] > 0.0);
+        if caches_full && turned[2] && turned[3] {
+            return Some(s.done);
+        }
+    }
+    None
+}
+
+fn summarise(samples: &[Sample], warmup_percent: u64, requests: u64) {
+    let Some(full) = stores_full(samples) else {
+        println!("RSS: the stores never all reached their bounds; run longer to judge");
+        return;
+    };
+    let warmup = full.max(requests * warmup_percent / 100);
+    println!(
+        "warm-up: {warmup} requests (every store at its bound by request {full}, \
+         SOAK_WARMUP_PERCENT {warmup_percent})"
+    );
     let after: Vec<f64> = samples
         .iter()
         .filter(|s| s.done >= warmup)
@@ -576,7 +605,7 @@ async fn main() {
             println!("  {line}");
         }
     }
-    summarise(&samples, settings.requests * settings.warmup_percent / 100);
+    summarise(&samples, settings.warmup_percent, settings.requests);
     drop(envoy);
     drop(router);
     drop(sims);

@@ -1,6 +1,7 @@
 //! A bounded map that forgets the least recently used entries first, approximately: two
 //! generations of a hash map. Inserts go to the current generation; when it holds half the
-//! capacity it becomes the previous one and the old previous generation is dropped whole.
+//! capacity it becomes the previous one and the old previous generation is emptied whole
+//! (its allocation kept for the next one).
 //! A hit in the previous generation moves the entry forward. Every operation is O(1) and the
 //! map never holds more than `capacity` entries (at least 2).
 
@@ -59,11 +60,13 @@ impl<V: Copy> Lru<V> {
         if half != self.half {
             self.half = half;
             if self.current.len() >= half {
-                self.previous = std::mem::take(&mut self.current);
+                self.turn_over();
             }
             if self.previous.len() > half {
                 self.previous.clear();
             }
+            self.current.shrink_to(half);
+            self.previous.shrink_to(half);
         }
     }
 
@@ -105,14 +108,37 @@ impl<V: Copy> Lru<V> {
     fn put(&mut self, key: u64, value: V) {
         self.current.insert(key, value);
         if self.current.len() >= self.half {
-            self.previous = std::mem::take(&mut self.current);
+            self.turn_over();
         }
+    }
+
+    /// The current generation becomes the previous one; the old previous one is emptied and
+    /// reused, keeping its allocation, so a full map's memory stays flat instead of being
+    /// freed and grown again at every turn.
+    fn turn_over(&mut self) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_map_reuses_its_memory_and_a_smaller_bound_returns_it() {
+        let mut lru = Lru::new(64);
+        for k in 0..64u64 {
+            lru.insert(k, k);
+        }
+        // Two turns: the generation emptied last kept its allocation.
+        assert!(lru.current.is_empty());
+        assert!(lru.current.capacity() >= 32, "{}", lru.current.capacity());
+        assert!(lru.previous.capacity() >= 32);
+        lru.set_capacity(4);
+        assert!(lru.current.capacity() < 32 && lru.previous.capacity() < 32);
+        assert!(lru.len() <= 4);
+    }
 
     #[test]
     fn bounded_and_recently_used_entries_survive() {
