@@ -7,6 +7,8 @@ pub mod cache;
 pub mod classify;
 pub mod controller;
 pub mod dataplane;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod routing;
 pub mod stream;
 pub mod what_if;

@@ -60,6 +60,22 @@ impl ExtProc {
     }
 }
 
+impl ExtProc {
+    /// Answers one stream's messages in order, as [`process`](ExternalProcessor::process)
+    /// does but without gRPC: the answers to each message. The fuzz targets drive it.
+    pub(crate) async fn answer_in_turn(
+        &self,
+        messages: Vec<ProcessingRequest>,
+    ) -> Vec<Vec<ProcessingResponse>> {
+        let mut state = StreamState::default();
+        let mut answers = Vec::with_capacity(messages.len());
+        for message in messages {
+            answers.push(state.handle(message, &self.inner).await);
+        }
+        answers
+    }
+}
+
 #[tonic::async_trait]
 impl ExternalProcessor for ExtProc {
     type ProcessStream = BoxStream<'static, Result<ProcessingResponse, Status>>;
