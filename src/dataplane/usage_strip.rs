@@ -42,8 +42,18 @@ impl UsageStripper {
         {
             return None;
         }
-        let mut input = std::mem::take(&mut self.pending);
-        input.extend_from_slice(chunk);
+        // The held bytes end no event, so only a separator reaching into the new bytes can end
+        // one: search those and the three before them, not all that is held (a long event in
+        // tiny chunks would otherwise cost quadratic time).
+        let searched = self.pending.len().saturating_sub(3);
+        self.pending.extend_from_slice(chunk);
+        if !end_of_stream
+            && self.pending.len() <= MAX_EVENT
+            && event_end(&self.pending[searched..]).is_none()
+        {
+            return Some(Vec::new());
+        }
+        let input = std::mem::take(&mut self.pending);
         let mut out = Vec::with_capacity(input.len());
         let mut rest = input.as_slice();
         while let Some(end) = event_end(rest) {
@@ -100,11 +110,17 @@ fn data_lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The length of the first complete event (through its blank line), if one is complete.
+///
+/// One pass that stops at the first separator: the one that starts first also ends first (no
+/// separator fits inside another's span), and a chunk of many events costs linear time.
 fn event_end(bytes: &[u8]) -> Option<usize> {
-    ["\n\n", "\r\n\r\n", "\r\r"]
-        .iter()
-        .filter_map(|sep| find(bytes, sep.as_bytes()).map(|at| at + sep.len()))
-        .min()
+    (0..bytes.len()).find_map(|at| {
+        let rest = &bytes[at..];
+        [&b"\n\n"[..], b"\r\r", b"\r\n\r\n"]
+            .into_iter()
+            .find(|sep| rest.starts_with(sep))
+            .map(|sep| at + sep.len())
+    })
 }
 
 fn ends_event(chunk: &[u8]) -> bool {
@@ -170,6 +186,24 @@ mod tests {
         let long = vec![b'x'; MAX_EVENT + 1];
         assert_eq!(s.chunk(&long, false), Some(long.clone()));
         assert!(s.pending.is_empty());
+    }
+
+    /// Found by fuzzing: a long event in tiny chunks, and a chunk of many events, took time
+    /// quadratic in their length (each byte searched everything held; each event searched the
+    /// rest of the chunk). Both are linear now: a few milliseconds here, minutes before.
+    #[test]
+    fn long_events_and_many_events_cost_linear_time() {
+        let started = std::time::Instant::now();
+        let mut s = UsageStripper::default();
+        let mut out = Vec::new();
+        let event = [b"data: ".as_slice(), &[b'x'; 32 << 10], b"\n\n"].concat();
+        for byte in event.chunks(1) {
+            out.extend(s.chunk(byte, false).unwrap_or_else(|| byte.to_vec()));
+        }
+        assert_eq!(out, event);
+        let many = b"data: {\"usage\":null}\n\n".repeat(20_000);
+        assert_eq!(s.chunk(&many, true).map(|b| b.len()), Some(many.len()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     proptest! {
