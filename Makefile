@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools crds check-crds lint bench bench-swaps soak check-cuda heads image
+.PHONY: run test tools crds check-crds lint bench bench-swaps soak fuzz check-cuda heads image
 
 ## The whole local stack (no cluster needed): three simulated model servers, the router on
 ## config/samples and Envoy on 127.0.0.1:8801; prints curl commands to try. Ctrl-C stops it.
@@ -54,6 +54,21 @@ bench-swaps:
 soak:
 	$(CARGO) build --release --bin semantic-router
 	$(CARGO) bench --bench soak
+
+## Coverage-guided fuzzing (fuzz/): installs cargo-fuzz if missing, then runs each target for
+## FUZZ_SECS seconds (60) on one core with `-s none` (stable toolchain), from the committed
+## seeds in fuzz/corpus/; what it learns goes to fuzz/target/corpus/ (ignored). The first build
+## instruments every dependency in release (~20 min cold on 2 cores). `make test` replays the
+## committed corpus instead (tests/fuzz_corpus.rs). Not part of `make test`.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := openai_body sse_usage ext_proc_sequence compile_resources
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t && \
+		$(CARGO) fuzz run -s none $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
+	done
 
 ## Type-check the `cuda` feature on a machine without a GPU or a system CUDA toolkit: NVIDIA's
 ## CUDA 13.4 compiler from PyPI into .venv-cuda, then `cargo check --features cuda`
