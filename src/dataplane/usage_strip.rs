@@ -38,7 +38,7 @@ impl UsageStripper {
     pub fn chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         if self.pending.is_empty()
             && !contains(chunk, b"\"usage\"")
-            && (end_of_stream || ends_event(chunk))
+            && (end_of_stream || ends_on_event_boundary(chunk))
         {
             return None;
         }
@@ -123,8 +123,13 @@ fn event_end(bytes: &[u8]) -> Option<usize> {
     })
 }
 
-fn ends_event(chunk: &[u8]) -> bool {
-    chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n") || chunk.ends_with(b"\r\r")
+/// Whether the chunk's events end exactly where it does. Ending in a blank line is not enough:
+/// in `\n\n\n` the first two end an event and the third starts the next.
+fn ends_on_event_boundary(mut chunk: &[u8]) -> bool {
+    while let Some(end) = event_end(chunk) {
+        chunk = &chunk[end..];
+    }
+    chunk.is_empty()
 }
 
 #[cfg(test)]
@@ -204,6 +209,20 @@ mod tests {
         let many = b"data: {\"usage\":null}\n\n".repeat(20_000);
         assert_eq!(s.chunk(&many, true).map(|b| b.len()), Some(many.len()));
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Found by fuzzing: a chunk ending in an odd run of line ends passed untouched as if it
+    /// ended an event, so its last line end went to the client even when the event it starts
+    /// was the usage chunk, which the whole stream drops with it.
+    #[test]
+    fn an_odd_run_of_line_ends_starts_the_next_event() {
+        let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2}}\n\n";
+        for ends in ["\n\n\n", "\r\r\r"] {
+            let first = format!("data: a{ends}");
+            let whole = strip(&[format!("{first}{usage}").as_bytes()]);
+            assert_eq!(strip(&[first.as_bytes(), usage.as_bytes()]), whole);
+            assert_eq!(whole, format!("data: a{}", &ends[..2]).as_bytes());
+        }
     }
 
     proptest! {
