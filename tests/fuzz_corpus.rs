@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use semantic_router::fuzz;
 
 /// Mutations tried per seed.
-const MUTATIONS: usize = 48;
+const MUTATIONS: usize = 128;
 /// Time one target may take at most, whatever its corpus size.
 const TARGET_BUDGET: Duration = Duration::from_secs(10);
 
