@@ -3,7 +3,8 @@
 //!
 //! A leaf module: it knows nothing of Envoy, gRPC or Kubernetes.
 //! - [`store`]: the bounded store (entries and bytes, LRU, per-entry TTL) and its lookup by
-//!   cosine similarity within a scope.
+//!   cosine similarity within a scope; `index` finds a scope's nearest embeddings without
+//!   scoring each one.
 //! - [`guard`]: the false-hit guard, a per-prompt [`Fingerprint`] a candidate must agree with
 //!   (numbers, negation, content words) on top of similarity.
 //! - [`redis`]: the same lookup over Redis vector search, shared by every replica; misses
@@ -17,6 +18,7 @@ pub mod answer;
 pub mod args;
 pub mod backend;
 pub mod guard;
+mod index;
 pub mod redis;
 pub mod store;
 
@@ -25,4 +27,5 @@ pub use answer::{Answer, SseAnswer};
 pub use args::CacheArgs;
 pub use backend::CacheBackend;
 pub use guard::Fingerprint;
+pub use index::dot;
 pub use store::{CacheLimits, Hit, Pending, Scope, SemanticCache};

@@ -1,14 +1,20 @@
 //! [`SemanticCache`]: answers by embedding similarity, bounded in entries and bytes.
 //!
 //! Entries live in scopes ([`Scope`]: the route, the target model and the conversation before
-//! the prompt), so an answer is only ever served for the same model and context. A lookup
-//! scans its scope's entries (a dot product each; embeddings are unit length) and returns the
-//! most similar one at or above the threshold whose prompt's [`Fingerprint`] agrees with the
-//! new prompt's (the false-hit guard, [`super::guard`]). Expired entries are dropped as they
-//! are met; when a bound is reached the least recently used entries go first.
+//! the prompt), so an answer is only ever served for the same model and context. Each scope's
+//! embeddings are kept together in an [`Index`], which finds the rows nearest a new prompt's
+//! without scoring every one; a lookup returns the most similar at or above the threshold
+//! whose prompt's [`Fingerprint`] agrees with the new prompt's (the false-hit guard,
+//! [`super::guard`]).
+//!
+//! Lookups share a read lock and only mark what they used; inserts take the write lock. When
+//! a bound is reached the expired entries go first, then the least recently used, each found
+//! in order (a tree by expiry, a tree by last use) rather than by a scan. Expired entries are
+//! never served, and are dropped when a lookup meets one or on the next insert.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,6 +26,7 @@ use prometheus_client::registry::Registry;
 use super::answer::Answer;
 use super::backend::CacheBackend;
 use super::guard::Fingerprint;
+use super::index::{Index, dot};
 
 /// Where an answer may be served again: one route, one target model, one conversation
 /// context (everything before the prompt), and optionally one tenant.
@@ -78,29 +85,174 @@ impl Default for CacheLimits {
     }
 }
 
+/// One answer kept, at its slot in its shelf's [`Index`].
 struct Entry {
-    embedding: Arc<[f32]>,
+    id: u64,
     fingerprint: Fingerprint,
-    /// A hash of `fingerprint`, so finding a near-identical prompt to replace rarely
-    /// compares more than a number per entry.
+    /// A hash of `fingerprint`, the key under which [`Shelf::by_fingerprint`] holds it.
     fingerprint_hash: u64,
     answer: Arc<Answer>,
     expires: Instant,
-    last_used: u64,
+    /// The tick under which [`Inner::order`] holds the entry.
+    queued: u64,
+    /// The tick of its latest use; a lookup sets it under the read lock, and eviction moves
+    /// the entry in `order` when it finds the two apart.
+    used: AtomicU64,
     bytes: usize,
+}
+
+/// Where entries are shelved: a scope and the width of their embeddings (a new embedding
+/// model's width starts a new shelf, and the old one ages out).
+type ShelfKey = (Scope, usize);
+
+/// One scope's entries of one width; `entries[i]` is row `i` of `index`.
+struct Shelf {
+    index: Index,
+    entries: Vec<Entry>,
+    /// Ids by fingerprint hash: the candidates a near-identical prompt replaces.
+    by_fingerprint: HashMap<u64, Vec<u64>>,
 }
 
 #[derive(Default)]
 struct Inner {
-    scopes: HashMap<Scope, Vec<Entry>>,
-    entries: usize,
+    shelves: HashMap<ShelfKey, Shelf>,
+    /// Each entry's shelf and slot, by id.
+    places: HashMap<u64, (ShelfKey, usize)>,
+    /// Ids by the tick they were queued under, least recently used first once the ticks of
+    /// later uses are applied.
+    order: BTreeMap<u64, u64>,
+    /// Ids by expiry, soonest first.
+    expiry: BTreeSet<(Instant, u64)>,
+    /// Ticks of inserts and uses.
+    clock: AtomicU64,
+    next_id: u64,
     bytes: usize,
-    clock: u64,
+}
+
+impl Inner {
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn entry(&self, id: u64) -> Option<&Entry> {
+        let (key, slot) = self.places.get(&id)?;
+        self.shelves.get(key)?.entries.get(*slot)
+    }
+
+    /// The entry in `key` a prompt with `fingerprint` and `embedding` replaces.
+    fn same_prompt(
+        &self,
+        key: ShelfKey,
+        fingerprint_hash: u64,
+        fingerprint: &Fingerprint,
+        embedding: &[f32],
+    ) -> Option<u64> {
+        let shelf = self.shelves.get(&key)?;
+        let ids = shelf.by_fingerprint.get(&fingerprint_hash)?;
+        ids.iter().copied().find(|id| {
+            self.places.get(id).is_some_and(|&(_, slot)| {
+                shelf.entries.get(slot).is_some_and(|e| {
+                    e.fingerprint == *fingerprint
+                        && dot(shelf.index.row(slot), embedding) >= SAME_PROMPT
+                })
+            })
+        })
+    }
+
+    /// Keeps `entry` with `embedding` in `key`'s shelf.
+    fn add(&mut self, key: ShelfKey, entry: Entry, embedding: &[f32]) {
+        let shelf = self.shelves.entry(key).or_insert_with(|| Shelf {
+            index: Index::new(key.1),
+            entries: Vec::new(),
+            by_fingerprint: HashMap::new(),
+        });
+        let slot = shelf.index.push(embedding);
+        shelf
+            .by_fingerprint
+            .entry(entry.fingerprint_hash)
+            .or_default()
+            .push(entry.id);
+        self.places.insert(entry.id, (key, slot));
+        self.order.insert(entry.queued, entry.id);
+        self.expiry.insert((entry.expires, entry.id));
+        self.bytes += entry.bytes;
+        shelf.entries.push(entry);
+    }
+
+    /// Forgets entry `id` everywhere.
+    fn remove(&mut self, id: u64) {
+        let Some((key, slot)) = self.places.remove(&id) else {
+            return;
+        };
+        let Some(shelf) = self.shelves.get_mut(&key) else {
+            return;
+        };
+        if slot >= shelf.entries.len() {
+            return;
+        }
+        let entry = shelf.entries.swap_remove(slot);
+        shelf.index.swap_remove(slot);
+        if let Some(moved) = shelf.entries.get(slot)
+            && let Some(place) = self.places.get_mut(&moved.id)
+        {
+            place.1 = slot;
+        }
+        if let Some(ids) = shelf.by_fingerprint.get_mut(&entry.fingerprint_hash) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                shelf.by_fingerprint.remove(&entry.fingerprint_hash);
+            }
+        }
+        if shelf.entries.is_empty() {
+            self.shelves.remove(&key);
+        }
+        self.order.remove(&entry.queued);
+        self.expiry.remove(&(entry.expires, id));
+        self.bytes -= entry.bytes;
+    }
+
+    /// Drops every entry expired by `now`.
+    fn drop_expired(&mut self, now: Instant) {
+        while let Some(&(expires, id)) = self.expiry.first()
+            && expires <= now
+        {
+            self.expiry.pop_first();
+            self.remove(id);
+        }
+    }
+
+    /// Drops the least recently used entries until within `limits`. An entry used since it
+    /// was queued is queued again under its use's tick instead; that happens once per use,
+    /// so the loop ends.
+    fn evict(&mut self, limits: CacheLimits) {
+        while self.places.len() > limits.max_entries || self.bytes > limits.max_bytes {
+            let Some((queued, id)) = self.order.pop_first() else {
+                break;
+            };
+            let used = self
+                .entry(id)
+                .map(|e| e.used.load(Ordering::Relaxed))
+                .unwrap_or(queued);
+            if used > queued {
+                self.order.insert(used, id);
+                if let Some((key, slot)) = self.places.get(&id)
+                    && let Some(e) = self
+                        .shelves
+                        .get_mut(key)
+                        .and_then(|s| s.entries.get_mut(*slot))
+                {
+                    e.queued = used;
+                }
+            } else {
+                self.remove(id);
+            }
+        }
+    }
 }
 
 /// The semantic cache; shared by every request (internally locked).
 pub struct SemanticCache {
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
     limits: CacheLimits,
     metrics: CacheMetrics,
 }
@@ -133,7 +285,7 @@ impl SemanticCache {
     /// An empty cache within `limits`.
     pub fn new(limits: CacheLimits) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: RwLock::new(Inner::default()),
             limits,
             metrics: CacheMetrics::default(),
         }
@@ -171,14 +323,18 @@ impl SemanticCache {
         }
         self.metrics
             .entries
-            .set(i64::try_from(inner.entries).unwrap_or(i64::MAX));
+            .set(i64::try_from(inner.places.len()).unwrap_or(i64::MAX));
         self.metrics
             .bytes
             .set(i64::try_from(inner.bytes).unwrap_or(i64::MAX));
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most similar live answer in `scope` at or above `threshold` whose prompt's
@@ -191,54 +347,51 @@ impl SemanticCache {
         threshold: f32,
     ) -> Option<Hit> {
         let now = Instant::now();
-        let mut inner = self.lock();
-        inner.clock += 1;
-        let clock = inner.clock;
-        let Some(entries) = inner.scopes.get_mut(&scope) else {
-            self.observe(&inner, Some(false));
-            return None;
-        };
-        let before = entries.len();
-        let mut freed = 0;
-        entries.retain(|e| {
-            let live = e.expires > now;
-            if !live {
-                freed += e.bytes;
-            }
-            live
-        });
-        let removed = before - entries.len();
-        let mut guarded = 0;
-        let best = entries
-            .iter_mut()
-            .map(|e| (dot(&e.embedding, embedding), e))
-            .filter(|(s, _)| *s >= threshold)
-            .filter(|(_, e)| {
-                let agrees = e.fingerprint.agrees(fingerprint);
-                guarded += u64::from(!agrees);
-                agrees
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(similarity, e)| {
-                e.last_used = clock;
-                Hit {
-                    answer: e.answer.clone(),
-                    similarity,
-                }
+        let inner = self.read();
+        let (mut guarded, mut met_expired) = (0, false);
+        let best = inner
+            .shelves
+            .get(&(scope, embedding.len()))
+            .and_then(|shelf| {
+                shelf
+                    .index
+                    .nearest(embedding)
+                    .into_iter()
+                    .filter(|&(similarity, _)| similarity >= threshold)
+                    .filter_map(|(similarity, slot)| Some((similarity, shelf.entries.get(slot)?)))
+                    .filter(|(_, e)| {
+                        let live = e.expires > now;
+                        met_expired |= !live;
+                        live
+                    })
+                    .filter(|(_, e)| {
+                        let agrees = e.fingerprint.agrees(fingerprint);
+                        guarded += u64::from(!agrees);
+                        agrees
+                    })
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
             });
-        if entries.is_empty() {
-            inner.scopes.remove(&scope);
-        }
-        inner.entries -= removed;
-        inner.bytes -= freed;
+        let hit = best.map(|(similarity, e)| {
+            e.used.fetch_max(inner.tick(), Ordering::Relaxed);
+            Hit {
+                answer: e.answer.clone(),
+                similarity,
+            }
+        });
         self.metrics.guarded.inc_by(guarded);
-        self.observe(&inner, Some(best.is_some()));
-        best
+        self.observe(&inner, Some(hit.is_some()));
+        drop(inner);
+        if met_expired {
+            let mut inner = self.write();
+            inner.drop_expired(now);
+            self.observe(&inner, None);
+        }
+        hit
     }
 
     /// Keeps `answer` for `ttl`, with its prompt's `fingerprint`; an answer for a
-    /// near-identical prompt in the scope is replaced. Answers larger than the byte bound
-    /// are not kept.
+    /// near-identical prompt in the scope is replaced. Answers larger than the byte bound,
+    /// and empty embeddings, are not kept.
     pub fn insert(
         &self,
         scope: Scope,
@@ -247,84 +400,38 @@ impl SemanticCache {
         answer: Answer,
         ttl: Duration,
     ) {
-        let bytes = answer.size() + embedding.len() * std::mem::size_of::<f32>();
-        if bytes > self.limits.max_bytes || self.limits.max_entries == 0 {
+        let bytes = answer.size() + std::mem::size_of_val(&*embedding);
+        if bytes > self.limits.max_bytes || self.limits.max_entries == 0 || embedding.is_empty() {
             return;
         }
         let now = Instant::now();
-        let mut inner = self.lock();
-        inner.clock += 1;
+        let key = (scope, embedding.len());
+        let fingerprint_hash = hash_of(&fingerprint);
+        let mut inner = self.write();
+        inner.drop_expired(now);
+        if let Some(id) = inner.same_prompt(key, fingerprint_hash, &fingerprint, &embedding) {
+            inner.remove(id);
+        }
+        let tick = inner.tick();
+        inner.next_id += 1;
         let entry = Entry {
-            embedding,
-            fingerprint_hash: hash_of(&fingerprint),
+            id: inner.next_id,
             fingerprint,
+            fingerprint_hash,
             answer: Arc::new(answer),
             expires: now + ttl,
-            last_used: inner.clock,
+            queued: tick,
+            used: AtomicU64::new(tick),
             bytes,
         };
-        let entries = inner.scopes.entry(scope).or_default();
-        let same = entries.iter().position(|e| {
-            e.fingerprint_hash == entry.fingerprint_hash
-                && e.fingerprint == entry.fingerprint
-                && dot(&e.embedding, &entry.embedding) >= SAME_PROMPT
-        });
-        let (added, freed) = match same {
-            Some(i) => (0, std::mem::replace(&mut entries[i], entry).bytes),
-            None => {
-                entries.push(entry);
-                (1, 0)
-            }
-        };
-        inner.entries += added;
-        inner.bytes = inner.bytes + bytes - freed;
-        self.evict(&mut inner, now);
+        inner.add(key, entry, &embedding);
+        inner.evict(self.limits);
         self.observe(&inner, None);
-    }
-
-    /// Drops expired entries, then the least recently used, until within the limits.
-    fn evict(&self, inner: &mut Inner, now: Instant) {
-        if inner.entries <= self.limits.max_entries && inner.bytes <= self.limits.max_bytes {
-            return;
-        }
-        let mut expired_bytes = 0;
-        let mut expired = 0;
-        for entries in inner.scopes.values_mut() {
-            entries.retain(|e| {
-                let live = e.expires > now;
-                if !live {
-                    expired += 1;
-                    expired_bytes += e.bytes;
-                }
-                live
-            });
-        }
-        inner.entries -= expired;
-        inner.bytes -= expired_bytes;
-        while inner.entries > self.limits.max_entries || inner.bytes > self.limits.max_bytes {
-            let oldest = inner
-                .scopes
-                .iter()
-                .flat_map(|(scope, entries)| {
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| (e.last_used, *scope, i))
-                })
-                .min();
-            let Some((_, scope, i)) = oldest else { break };
-            if let Some(entries) = inner.scopes.get_mut(&scope) {
-                let gone = entries.swap_remove(i);
-                inner.entries -= 1;
-                inner.bytes -= gone.bytes;
-            }
-        }
-        inner.scopes.retain(|_, entries| !entries.is_empty());
     }
 
     /// Answers kept now (expired ones included until they are met).
     pub fn len(&self) -> usize {
-        self.lock().entries
+        self.read().places.len()
     }
 
     /// Whether nothing is kept.
@@ -334,7 +441,7 @@ impl SemanticCache {
 
     /// Approximate bytes kept.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.read().bytes
     }
 }
 
@@ -396,11 +503,6 @@ fn hash_of(fingerprint: &Fingerprint) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(fingerprint)
 }
 
-/// Cosine similarity of unit vectors.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +525,133 @@ mod tests {
     /// A fingerprint every other default one agrees with.
     fn same() -> Fingerprint {
         Fingerprint::default()
+    }
+
+    /// Unit vector along axis `i` of five.
+    fn axis(i: usize) -> Arc<[f32]> {
+        let mut v = [0.0; 5];
+        v[i] = 1.0;
+        unit(&v)
+    }
+
+    #[test]
+    fn eviction_follows_the_last_use_across_scopes() {
+        let cache = SemanticCache::new(CacheLimits {
+            max_entries: 3,
+            max_bytes: 1 << 20,
+        });
+        let (one, two) = (Scope::new("r", "m", ""), Scope::new("r", "other", ""));
+        cache.insert(one, axis(0), same(), answer("a"), HOUR);
+        cache.insert(two, axis(1), same(), answer("b"), HOUR);
+        cache.insert(one, axis(2), same(), answer("c"), HOUR);
+        // Using a, then b, leaves c the least recently used, then a.
+        assert!(cache.lookup(one, &axis(0), &same(), 0.9).is_some());
+        assert!(cache.lookup(two, &axis(1), &same(), 0.9).is_some());
+        cache.insert(two, axis(3), same(), answer("d"), HOUR);
+        cache.insert(one, axis(4), same(), answer("e"), HOUR);
+        assert_eq!(cache.len(), 3);
+        let served = |scope, i| {
+            cache
+                .lookup(scope, &axis(i), &same(), 0.9)
+                .map(|h| h.answer.content.clone())
+        };
+        assert_eq!(served(one, 2), None, "c went first");
+        assert_eq!(served(one, 0), None, "then a");
+        assert_eq!(served(two, 1).as_deref(), Some("b"));
+        assert_eq!(served(two, 3).as_deref(), Some("d"));
+        assert_eq!(served(one, 4).as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn a_large_answer_evicts_as_many_as_its_bytes_need() {
+        let probe = SemanticCache::new(CacheLimits::default());
+        probe.insert(Scope::new("r", "m", ""), axis(0), same(), answer("x"), HOUR);
+        let small = probe.bytes();
+        let cache = SemanticCache::new(CacheLimits {
+            max_entries: 100,
+            max_bytes: 4 * small,
+        });
+        let scope = Scope::new("r", "m", "");
+        for i in 0..4 {
+            cache.insert(scope, axis(i), same(), answer("x"), HOUR);
+        }
+        assert!(cache.lookup(scope, &axis(0), &same(), 0.9).is_some());
+        // Room for two small ones besides: the two least recently used (1 and 2) go.
+        let large = answer(&"y".repeat(small + 1));
+        cache.insert(scope, axis(4), same(), large, HOUR);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.bytes() <= 4 * small);
+        for (i, kept) in [(0, true), (1, false), (2, false), (3, true), (4, true)] {
+            let hit = cache.lookup(scope, &axis(i), &same(), 0.9);
+            assert_eq!(hit.is_some(), kept, "axis {i}");
+        }
+    }
+
+    #[test]
+    fn bounds_hold_and_keep_the_most_recent_over_many_inserts() {
+        let cache = SemanticCache::new(CacheLimits {
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        });
+        let scope = Scope::new("r", "m", "");
+        let vector = |i: usize| -> Arc<[f32]> {
+            unit(
+                &(0..16)
+                    .map(|j| ((i * 31 + j * 17) as f32).sin())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for i in 0..1000 {
+            cache.insert(scope, vector(i), same(), answer("x"), HOUR);
+            assert!(cache.len() <= 100);
+        }
+        assert_eq!(cache.len(), 100);
+        for i in 900..1000 {
+            let hit = cache.lookup(scope, &vector(i), &same(), 0.9999);
+            assert!(hit.is_some(), "vector {i} kept");
+        }
+    }
+
+    #[test]
+    fn an_expired_answer_is_never_served_even_when_nearest() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let (scope, other) = (Scope::new("r", "m", ""), Scope::new("r", "other", ""));
+        cache.insert(
+            scope,
+            unit(&[0.95, 0.05, 0.0]),
+            same(),
+            answer("live"),
+            HOUR,
+        );
+        cache.insert(
+            scope,
+            unit(&[1.0, 0.0, 0.0]),
+            same(),
+            answer("stale"),
+            Duration::ZERO,
+        );
+        let hit = cache.lookup(scope, &unit(&[1.0, 0.0, 0.0]), &same(), 0.9);
+        assert_eq!(hit.expect("the live one").answer.content, "live");
+        assert_eq!(cache.len(), 1, "the expired one met is dropped");
+        // An insert drops what has expired in any scope.
+        cache.insert(other, axis(0), same(), answer("gone"), Duration::ZERO);
+        assert_eq!(cache.len(), 2);
+        cache.insert(scope, axis(1), same(), answer("y"), HOUR);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.lookup(other, &axis(0), &same(), 0.5).is_none());
+    }
+
+    #[test]
+    fn an_embedding_of_another_width_is_kept_apart() {
+        let cache = SemanticCache::new(CacheLimits::default());
+        let scope = Scope::new("r", "m", "");
+        cache.insert(scope, unit(&[1.0, 0.0]), same(), answer("two"), HOUR);
+        cache.insert(scope, unit(&[1.0, 0.0, 0.0]), same(), answer("three"), HOUR);
+        assert_eq!(cache.len(), 2);
+        let hit = cache.lookup(scope, &unit(&[1.0, 0.0]), &same(), 0.9);
+        assert_eq!(hit.expect("same width").answer.content, "two");
+        cache.insert(scope, Arc::from([]), same(), answer("empty"), HOUR);
+        assert_eq!(cache.len(), 2, "an empty embedding is not kept");
     }
 
     #[test]

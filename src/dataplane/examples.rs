@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::cache::dot;
 use crate::classify::{ClassifierService, ClassifyError};
 use crate::routing::{ExamplePrompts, RoutingTable, SignalKind};
 
@@ -26,11 +27,6 @@ impl Matrix {
             .map(|row| dot(row, embedding))
             .reduce(f32::max)
     }
-}
-
-/// Cosine similarity of unit vectors.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The example prompts' embeddings the live table needs.
