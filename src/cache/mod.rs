@@ -20,6 +20,7 @@ pub mod backend;
 pub mod guard;
 mod index;
 pub mod redis;
+mod shelves;
 pub mod store;
 
 pub use self::redis::{RedisCache, RedisCacheError, RedisConfig};
