@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench --bench cache`. Knobs: `CACHE_SIZES` (comma-separated, `1000,10000,100000`),
 //! `CACHE_LOOKUPS` (per client, 400), `CACHE_LOAD_SECS` (most seconds to load Redis per size,
-//! 120). Every loop is bounded in count and time. Prints numbers, asserts nothing.
+//! 120), `CACHE_REDIS` (0 measures the in-memory store alone). Every loop is bounded in count and time. Prints numbers, asserts nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,7 +256,7 @@ async fn main() {
     let load_limit = Duration::from_secs(env("CACHE_LOAD_SECS", 120) as u64);
     let measure_limit = Duration::from_secs(30);
     let scope = Scope::new("bench/route", "m", "");
-    let redis = Redis::start();
+    let redis = (env("CACHE_REDIS", 1) != 0).then(Redis::start);
     println!("semantic-cache lookups (hits), {WIDTH}-wide unit vectors, one scope");
     for &size in &sizes {
         let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ size as u64);
@@ -289,6 +289,7 @@ async fn main() {
             &inserts(&memory, scope, &more, size, measure_limit),
         );
 
+        let Some(redis) = &redis else { continue };
         let config = RedisConfig {
             key_prefix: format!("bench{size}:"),
             call_timeout: Duration::from_secs(1),
