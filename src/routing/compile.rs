@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::{self, ModelPool, SemanticRoute};
 
 use super::diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
@@ -135,17 +137,17 @@ pub fn compile(resources: &Resources) -> Compiled {
 
 /// Routes with more header conditions are more specific and go first; then the oldest, then by
 /// namespace/name, so precedence never depends on the order resources arrived in.
-fn precedence(route: &SemanticRoute) -> (std::cmp::Reverse<usize>, Option<String>, ObjectKey) {
-    let created = route
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string());
+fn precedence(route: &SemanticRoute) -> (std::cmp::Reverse<usize>, Option<Timestamp>, ObjectKey) {
     (
         std::cmp::Reverse(route.spec.r#match.headers.len()),
-        created,
+        creation_time(route),
         object_key(route),
     )
+}
+
+/// When the API server created `route`.
+fn creation_time(route: &SemanticRoute) -> Option<Timestamp> {
+    route.metadata.creation_timestamp.as_ref().map(|t| t.0)
 }
 
 #[derive(Default)]
@@ -244,8 +246,29 @@ fn compile_pool(
     }
 }
 
-/// Header matches and model already governed, and the route that governs them.
-type Claims = Vec<(Vec<(String, Vec<String>)>, String, ObjectKey)>;
+/// A model governed for requests with these header matches, by the route that came first.
+struct Claim {
+    headers: Vec<(String, Vec<String>)>,
+    model: String,
+    route: ObjectKey,
+    created: Option<Timestamp>,
+}
+
+type Claims = Vec<Claim>;
+
+/// Why the route holding `claim` governs its model rather than `key` (created at `created`),
+/// whose header matches are the same: the older route wins, then the first by namespace/name.
+fn why_first(claim: &Claim, key: &ObjectKey, created: Option<Timestamp>) -> String {
+    match (claim.created, created) {
+        (Some(first), Some(then)) if first < then => {
+            format!("it was created first ({first}; route {key} at {then})")
+        }
+        _ => format!(
+            "both were created at the same moment and {} sorts first by namespace/name",
+            claim.route
+        ),
+    }
+}
 
 fn compile_route(
     route: &SemanticRoute,
@@ -378,23 +401,31 @@ fn compile_route(
     };
 
     let mut models = Vec::new();
+    let created = creation_time(route);
     for model in &spec.r#match.models {
         let holder = claimed
             .iter()
-            .find(|(h, m, _)| h == &headers && m == model)
-            .map(|(_, _, k)| k.clone());
+            .find(|c| c.headers == headers && &c.model == model);
         match holder {
             Some(holder) => err(
                 out,
                 ConditionType::Accepted,
                 Reason::Conflicted,
                 format!(
-                    "route {holder} already governs model {model:?} with the same header matches and \
-                     takes precedence; route {key} does not govern it; narrow one route's match"
+                    "route {} already governs model {model:?} for the same header matches and \
+                     takes precedence: {}; route {key} does not govern it; narrow one route's \
+                     match or rename the model",
+                    holder.route,
+                    why_first(holder, &key, created)
                 ),
             ),
             None => {
-                claimed.push((headers.clone(), model.clone(), key.clone()));
+                claimed.push(Claim {
+                    headers: headers.clone(),
+                    model: model.clone(),
+                    route: key.clone(),
+                    created,
+                });
                 models.push(model.clone());
             }
         }

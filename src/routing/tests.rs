@@ -177,8 +177,42 @@ fn second_route_for_the_same_requests_is_conflicted() {
     let d = only_diagnostic(&compiled);
     assert_eq!(d.reason, Reason::Conflicted);
     assert_eq!(d.object.name, "zz-later");
+    assert!(
+        d.message
+            .contains("route default/auto already governs model \"auto\"")
+            && d.message
+                .contains("default/auto sorts first by namespace/name"),
+        "{}",
+        d.message
+    );
     assert_eq!(compiled.table.routes.len(), 1);
     assert_eq!(compiled.table.routes[0].key.name, "auto");
+}
+
+#[test]
+fn the_older_of_two_routes_for_the_same_requests_wins_and_the_message_says_so() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let at = |s: &str| Some(Time(s.parse().expect("a timestamp")));
+    let mut older = math_route();
+    older.metadata.name = Some("zz-older".into());
+    older.metadata.creation_timestamp = at("2026-01-01T00:00:00Z");
+    let mut newer = math_route();
+    newer.metadata.creation_timestamp = at("2026-06-01T00:00:00Z");
+    let compiled = compile_all(two_pools(), vec![newer, older]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.reason, d.object.name.as_str()),
+        (Reason::Conflicted, "auto")
+    );
+    assert!(
+        d.message.contains("route default/zz-older already governs")
+            && d.message.contains(
+                "it was created first (2026-01-01T00:00:00Z; route default/auto at 2026-06-01T00:00:00Z)"
+            ),
+        "{}",
+        d.message
+    );
+    assert_eq!(compiled.table.routes[0].key.name, "zz-older");
 }
 
 #[test]
