@@ -73,6 +73,35 @@ pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub headers: Vec<HeaderMatch>,
+
+    /// Whose requests the route governs its models for. `Cluster` (the default): every
+    /// request's. `Namespace`: only requests the gateway marks as this namespace's, with the
+    /// `x-route-namespace` header (set by the gateway per listener, host or verified token;
+    /// never taken from a client), so every team can have its own `auto`. A namespace's route
+    /// goes before a cluster-wide one for its requests.
+    #[serde(default, skip_serializing_if = "AliasScope::is_cluster")]
+    pub scope: AliasScope,
+}
+
+/// Header that names the namespace whose routes govern a request (see [`RouteMatch::scope`]).
+pub const NAMESPACE_HEADER: &str = "x-route-namespace";
+
+/// Whose requests a route's model names are for.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum AliasScope {
+    /// Every request's, whatever its namespace.
+    #[default]
+    Cluster,
+    /// Only requests marked with the route's namespace in `x-route-namespace`.
+    Namespace,
+}
+
+impl AliasScope {
+    fn is_cluster(&self) -> bool {
+        *self == Self::Cluster
+    }
 }
 
 /// A condition on one request header.

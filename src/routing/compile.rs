@@ -135,11 +135,14 @@ pub fn compile(resources: &Resources) -> Compiled {
     }
 }
 
-/// Routes with more header conditions are more specific and go first; then the oldest, then by
-/// namespace/name, so precedence never depends on the order resources arrived in.
+/// Routes with more header conditions are more specific and go first (a namespace's scope
+/// counts as one); then the oldest, then by namespace/name, so precedence never depends on
+/// the order resources arrived in.
 fn precedence(route: &SemanticRoute) -> (std::cmp::Reverse<usize>, Option<Timestamp>, ObjectKey) {
+    let matches = &route.spec.r#match;
+    let scoped = usize::from(matches.scope == api::AliasScope::Namespace);
     (
-        std::cmp::Reverse(route.spec.r#match.headers.len()),
+        std::cmp::Reverse(matches.headers.len() + scoped),
         creation_time(route),
         object_key(route),
     )
@@ -325,6 +328,9 @@ fn compile_route(
         .iter()
         .map(|h| (h.name.to_ascii_lowercase(), h.values.clone()))
         .collect();
+    if spec.r#match.scope == api::AliasScope::Namespace {
+        headers.push((api::NAMESPACE_HEADER.into(), vec![key.namespace.clone()]));
+    }
     headers.sort();
 
     let mut decisions = Vec::new();

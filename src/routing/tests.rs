@@ -242,6 +242,79 @@ fn header_specific_route_takes_precedence() {
     assert!(table.governing_route("gpt-4", &research).is_none());
 }
 
+/// `resource` moved to `namespace`.
+fn in_namespace<T: kube::Resource>(mut resource: T, namespace: &str) -> T {
+    resource.meta_mut().namespace = Some(namespace.into());
+    resource
+}
+
+#[test]
+fn every_namespace_can_have_its_own_alias_for_its_own_requests() {
+    let scoped = |namespace| {
+        let route = route(
+            "auto",
+            "match: {models: [auto], scope: Namespace}\ndefaultTarget: {pool: large, model: large}",
+        );
+        in_namespace(route, namespace)
+    };
+    let pools = two_pools()
+        .into_iter()
+        .flat_map(|p| {
+            ["team-a", "team-b"]
+                .map(|ns| in_namespace(p.clone(), ns))
+                .into_iter()
+                .chain([p])
+        })
+        .collect();
+    let compiled = compile_all(
+        pools,
+        vec![math_route(), scoped("team-a"), scoped("team-b")],
+    );
+    assert!(
+        compiled.diagnostics.is_empty(),
+        "no conflict: {:#?}",
+        compiled.diagnostics
+    );
+    let table = &compiled.table;
+    let governing = |marks: &[(&str, &str)]| {
+        let route = table.governing_route("auto", &headers(marks));
+        route.map(|r| r.key.namespace.clone())
+    };
+    assert_eq!(
+        governing(&[("x-route-namespace", "team-a")]).as_deref(),
+        Some("team-a")
+    );
+    assert_eq!(
+        governing(&[("x-route-namespace", "team-b")]).as_deref(),
+        Some("team-b")
+    );
+    assert_eq!(
+        governing(&[("x-route-namespace", "team-c")]).as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        governing(&[]).as_deref(),
+        Some("default"),
+        "unmarked: the cluster-wide route"
+    );
+}
+
+#[test]
+fn two_routes_of_one_namespace_for_the_same_alias_still_conflict() {
+    let scoped = |name: &str| {
+        route(
+            name,
+            "match: {models: [auto], scope: Namespace}\ndefaultTarget: {pool: small, model: small}",
+        )
+    };
+    let compiled = compile_all(two_pools(), vec![scoped("first"), scoped("second")]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.reason, d.object.name.as_str()),
+        (Reason::Conflicted, "second")
+    );
+}
+
 #[test]
 fn pool_without_endpoints_is_not_ready() {
     let p = pool(

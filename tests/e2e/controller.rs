@@ -345,6 +345,59 @@ async fn status_is_honest_and_tracks_generation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_namespaces_each_govern_their_own_auto_for_their_own_requests() {
+    let server = cluster().await;
+    let router = router(&server);
+    apply(&server, POOLS).await;
+    apply(&server, ROUTE).await;
+    apply(
+        &server,
+        r#"
+apiVersion: semantic-router.io/v1alpha1
+kind: ModelPool
+metadata: {name: small, namespace: team-a}
+spec:
+  models: [{name: team-a-model}]
+  endpoints: {static: {addresses: ["127.0.0.1:18009"]}}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {name: auto, namespace: team-a}
+spec:
+  match: {models: [auto], scope: Namespace}
+  defaultTarget: {pool: small, model: team-a-model}
+"#,
+    )
+    .await;
+    let marked = [("x-route-namespace", "team-a")];
+    eventually(
+        "team-a's requests to its route",
+        Duration::from_secs(10),
+        || async { router.explain("auto", "hello", &marked).await["route"] == "team-a/auto" },
+    )
+    .await;
+    let theirs = router.explain("auto", "hello", &marked).await;
+    assert_eq!(theirs["target"]["model"], "team-a-model", "{theirs}");
+    let unmarked = router.explain("auto", "hello", &[]).await;
+    assert_eq!(unmarked["route"], "default/auto", "{unmarked}");
+    let other = router
+        .explain("auto", "hello", &[("x-route-namespace", "team-b")])
+        .await;
+    assert_eq!(
+        other["route"], "default/auto",
+        "another namespace's: {other}"
+    );
+    for namespace in ["default", "team-a"] {
+        eventually("both routes Accepted", Duration::from_secs(10), || async {
+            let args = ["get", "semanticroute/auto", "-n", namespace, "-o", "json"];
+            let route: Value = serde_json::from_str(&server.kubectl_ok(&args).await).unwrap();
+            condition(&route, "Accepted")["status"] == "True"
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_used_pool_leaves_the_default_in_force() {
     let server = cluster().await;
     let router = router(&server);
