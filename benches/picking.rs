@@ -89,6 +89,7 @@ fn pool(n: usize, policy: PickPolicy) -> Pool {
         metrics: None,
         labels: Default::default(),
         direct_requests: true,
+        allowed_route_namespaces: Vec::new(),
     }
 }
 

@@ -60,6 +60,20 @@ pub struct ModelPoolSpec {
     /// may use, e.g. one team's experiment cluster. Default true.
     #[serde(default = "default_direct_requests")]
     pub direct_requests: bool,
+
+    /// Namespaces whose SemanticRoutes may target this pool, besides its own (`*`: every
+    /// namespace), in the spirit of Gateway API's ReferenceGrant: the pool's owners decide
+    /// who sends it traffic. Empty (the default): only routes of the pool's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?|\\*)$")
+        )
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allowed_route_namespaces: Vec<String>,
 }
 
 fn default_direct_requests() -> bool {

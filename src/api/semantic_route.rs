@@ -374,9 +374,17 @@ pub struct When {
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
-    /// Name of a `ModelPool` in the route's namespace.
+    /// Name of a `ModelPool`, in the route's namespace unless `namespace` says otherwise.
     #[schemars(length(min = 1, max = 253))]
     pub pool: String,
+    /// Namespace of the pool, when not the route's own; that pool must list the route's
+    /// namespace in its `allowedRouteNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
     /// A model the pool serves.
     #[schemars(length(min = 1, max = 253))]
     pub model: String,

@@ -246,6 +246,7 @@ fn compile_pool(
         metrics: spec.metrics.clone(),
         labels: spec.labels.clone(),
         direct_requests: spec.direct_requests,
+        allowed_route_namespaces: spec.allowed_route_namespaces.clone(),
     }
 }
 

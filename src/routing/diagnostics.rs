@@ -86,6 +86,8 @@ pub enum Reason {
     UnreachableDecision,
     /// Another route governs exactly the same requests and takes precedence.
     Conflicted,
+    /// The target's pool is in another namespace that does not admit the route's.
+    RefNotPermitted,
     /// The pool has no ready endpoint.
     NoReadyEndpoints,
     /// A static address is not an `ip:port`.
@@ -106,6 +108,7 @@ impl Reason {
             Reason::DuplicateSignalName => "DuplicateSignalName",
             Reason::UnreachableDecision => "UnreachableDecision",
             Reason::Conflicted => "Conflicted",
+            Reason::RefNotPermitted => "RefNotPermitted",
             Reason::NoReadyEndpoints => "NoReadyEndpoints",
             Reason::InvalidAddress => "InvalidAddress",
             Reason::SignalNotLoaded => "SignalNotLoaded",

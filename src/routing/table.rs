@@ -48,6 +48,19 @@ pub struct Pool {
     pub labels: BTreeMap<String, String>,
     /// Whether requests naming one of its models directly (no route governs them) may go here.
     pub direct_requests: bool,
+    /// Namespaces besides its own whose routes may target it (`*`: every one).
+    pub allowed_route_namespaces: Vec<String>,
+}
+
+impl Pool {
+    /// Whether routes of `namespace` may target this pool.
+    pub fn admits_routes_of(&self, namespace: &str) -> bool {
+        self.key.namespace == namespace
+            || self
+                .allowed_route_namespaces
+                .iter()
+                .any(|n| n == "*" || n == namespace)
+    }
 }
 
 /// A model served by a pool.

@@ -300,6 +300,48 @@ fn every_namespace_can_have_its_own_alias_for_its_own_requests() {
 }
 
 #[test]
+fn a_pool_of_another_namespace_serves_only_routes_its_owners_admit() {
+    let team_route = in_namespace(
+        route(
+            "auto",
+            "match: {models: [auto], scope: Namespace}\ndefaultTarget: {pool: small, namespace: default, model: small}",
+        ),
+        "team-a",
+    );
+    let compiled = compile_all(two_pools(), vec![team_route.clone()]);
+    let d = &compiled.diagnostics[0];
+    assert_eq!(
+        (d.condition, d.reason, d.object.namespace.as_str()),
+        (
+            ConditionType::ResolvedRefs,
+            Reason::RefNotPermitted,
+            "team-a"
+        )
+    );
+    assert!(
+        d.message.contains("spec.allowedRouteNamespaces"),
+        "{}",
+        d.message
+    );
+    assert!(compiled.table.routes.is_empty());
+
+    for grant in ["team-a", "*"] {
+        let mut pools = two_pools();
+        pools[0].spec.allowed_route_namespaces = vec![grant.into()];
+        let compiled = compile_all(pools, vec![team_route.clone()]);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:#?}",
+            compiled.diagnostics
+        );
+        assert_eq!(
+            compiled.table.routes[0].default_target.pool.key.to_string(),
+            "default/small"
+        );
+    }
+}
+
+#[test]
 fn two_routes_of_one_namespace_for_the_same_alias_still_conflict() {
     let scoped = |name: &str| {
         route(

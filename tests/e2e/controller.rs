@@ -387,14 +387,53 @@ spec:
         other["route"], "default/auto",
         "another namespace's: {other}"
     );
+    let route_in = |name: &'static str, namespace: &'static str| {
+        let server = &server;
+        async move {
+            let args = ["get", "semanticroute", name, "-n", namespace, "-o", "json"];
+            serde_json::from_str::<Value>(&server.kubectl_ok(&args).await).unwrap()
+        }
+    };
     for namespace in ["default", "team-a"] {
         eventually("both routes Accepted", Duration::from_secs(10), || async {
-            let args = ["get", "semanticroute/auto", "-n", namespace, "-o", "json"];
-            let route: Value = serde_json::from_str(&server.kubectl_ok(&args).await).unwrap();
-            condition(&route, "Accepted")["status"] == "True"
+            condition(&route_in("auto", namespace).await, "Accepted")["status"] == "True"
         })
         .await;
     }
+
+    // A pool of another namespace serves a route only once its owners admit the route's.
+    apply(
+        &server,
+        r#"
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {name: shared, namespace: team-a}
+spec:
+  match: {models: [shared], scope: Namespace}
+  defaultTarget: {pool: small, namespace: default, model: small-model}
+"#,
+    )
+    .await;
+    eventually("RefNotPermitted", Duration::from_secs(10), || async {
+        condition(&route_in("shared", "team-a").await, "ResolvedRefs")["reason"]
+            == "RefNotPermitted"
+    })
+    .await;
+    let refused = router.explain("shared", "hello", &marked).await;
+    assert!(refused["route"].is_null(), "not in force: {refused}");
+    let granting = POOLS.replacen(
+        "endpoints: {static",
+        "allowedRouteNamespaces: [team-a]\n  endpoints: {static",
+        1,
+    );
+    apply(&server, &granting).await;
+    eventually("the grant honoured", Duration::from_secs(10), || async {
+        let explained = router.explain("shared", "hello", &marked).await;
+        explained["target"]["pool"] == "small" && explained["route"] == "team-a/shared"
+    })
+    .await;
+    let shared = route_in("shared", "team-a").await;
+    assert_eq!(condition(&shared, "Ready")["status"], "True", "{shared}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,6 +18,7 @@ fn pool_with(n: u16, picking: EndpointPicking) -> Pool {
         metrics: None,
         labels: Default::default(),
         direct_requests: true,
+        allowed_route_namespaces: Vec::new(),
     }
 }
 

@@ -38,7 +38,8 @@ pub(super) fn resolve(
     pools: &BTreeMap<ObjectKey, Arc<Pool>>,
     out: &mut Diagnostics,
 ) -> Option<Target> {
-    let pool_key = ObjectKey::new(route.namespace.clone(), target.pool.clone());
+    let namespace = target.namespace.as_ref().unwrap_or(&route.namespace);
+    let pool_key = ObjectKey::new(namespace.clone(), target.pool.clone());
     let Some(pool) = pools.get(&pool_key) else {
         out.push(
             Kind::SemanticRoute,
@@ -47,13 +48,28 @@ pub(super) fn resolve(
             Reason::PoolNotFound,
             Severity::Error,
             format!(
-                "route {route} targets pool {:?}, which does not exist in namespace {:?}; create \
-                 the ModelPool or fix the name",
-                target.pool, route.namespace
+                "route {route} targets pool {:?}, which does not exist in namespace {namespace:?}; \
+                 create the ModelPool or fix the name",
+                target.pool
             ),
         );
         return None;
     };
+    if !pool.admits_routes_of(&route.namespace) {
+        out.push(
+            Kind::SemanticRoute,
+            route,
+            ConditionType::ResolvedRefs,
+            Reason::RefNotPermitted,
+            Severity::Error,
+            format!(
+                "route {route} targets pool {pool_key}, whose namespace does not admit routes of \
+                 {:?}; the pool's owners can add it to the pool's spec.allowedRouteNamespaces",
+                route.namespace
+            ),
+        );
+        return None;
+    }
     let Some(model) = pool.models.get(&target.model) else {
         let served: Vec<&str> = pool.models.keys().map(String::as_str).collect();
         out.push(
