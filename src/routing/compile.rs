@@ -7,18 +7,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
-
 use crate::api::{self, ModelPool, SemanticRoute};
 
 use super::diagnostics::{ConditionType, Diagnostic, Kind, ObjectKey, Reason, Severity};
 use super::keywords::KeywordSet;
 
+mod claims;
 mod targets;
 use super::table::{
     Condition, DEFAULT_DECISION, Decision, ExamplePrompts, Model, Pool, PoolBackend, Route,
     RoutingTable, Signal, SignalKind,
 };
+use claims::{Claims, match_headers, precedence};
 use targets::{direct_targets, resolve};
 
 /// Namespace of a resource that names none.
@@ -113,7 +113,7 @@ pub fn compile(resources: &Resources) -> Compiled {
     let mut ordered: Vec<&SemanticRoute> = resources.routes.iter().collect();
     ordered.sort_by_key(|r| precedence(r));
 
-    let mut claimed = Claims::new();
+    let mut claimed = Claims::default();
     let mut routes = Vec::new();
     for route in ordered {
         if let Some(compiled) =
@@ -133,24 +133,6 @@ pub fn compile(resources: &Resources) -> Compiled {
         },
         diagnostics: out.0,
     }
-}
-
-/// Routes with more header conditions are more specific and go first (a namespace's scope
-/// counts as one); then the oldest, then by namespace/name, so precedence never depends on
-/// the order resources arrived in.
-fn precedence(route: &SemanticRoute) -> (std::cmp::Reverse<usize>, Option<Timestamp>, ObjectKey) {
-    let matches = &route.spec.r#match;
-    let scoped = usize::from(matches.scope == api::AliasScope::Namespace);
-    (
-        std::cmp::Reverse(matches.headers.len() + scoped),
-        creation_time(route),
-        object_key(route),
-    )
-}
-
-/// When the API server created `route`.
-fn creation_time(route: &SemanticRoute) -> Option<Timestamp> {
-    route.metadata.creation_timestamp.as_ref().map(|t| t.0)
 }
 
 #[derive(Default)]
@@ -250,30 +232,6 @@ fn compile_pool(
     }
 }
 
-/// A model governed for requests with these header matches, by the route that came first.
-struct Claim {
-    headers: Vec<(String, Vec<String>)>,
-    model: String,
-    route: ObjectKey,
-    created: Option<Timestamp>,
-}
-
-type Claims = Vec<Claim>;
-
-/// Why the route holding `claim` governs its model rather than `key` (created at `created`),
-/// whose header matches are the same: the older route wins, then the first by namespace/name.
-fn why_first(claim: &Claim, key: &ObjectKey, created: Option<Timestamp>) -> String {
-    match (claim.created, created) {
-        (Some(first), Some(then)) if first < then => {
-            format!("it was created first ({first}; route {key} at {then})")
-        }
-        _ => format!(
-            "both were created at the same moment and {} sorts first by namespace/name",
-            claim.route
-        ),
-    }
-}
-
 fn compile_route(
     route: &SemanticRoute,
     models: &ModelCapabilities,
@@ -323,16 +281,7 @@ fn compile_route(
         return None;
     }
 
-    let mut headers: Vec<(String, Vec<String>)> = spec
-        .r#match
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), h.values.clone()))
-        .collect();
-    if spec.r#match.scope == api::AliasScope::Namespace {
-        headers.push((api::NAMESPACE_HEADER.into(), vec![key.namespace.clone()]));
-    }
-    headers.sort();
+    let headers = match_headers(route, &key);
 
     let mut decisions = Vec::new();
     let mut structural_error = false;
@@ -407,36 +356,7 @@ fn compile_route(
         return None;
     };
 
-    let mut models = Vec::new();
-    let created = creation_time(route);
-    for model in &spec.r#match.models {
-        let holder = claimed
-            .iter()
-            .find(|c| c.headers == headers && &c.model == model);
-        match holder {
-            Some(holder) => err(
-                out,
-                ConditionType::Accepted,
-                Reason::Conflicted,
-                format!(
-                    "route {} already governs model {model:?} for the same header matches and \
-                     takes precedence: {}; route {key} does not govern it; narrow one route's \
-                     match or rename the model",
-                    holder.route,
-                    why_first(holder, &key, created)
-                ),
-            ),
-            None => {
-                claimed.push(Claim {
-                    headers: headers.clone(),
-                    model: model.clone(),
-                    route: key.clone(),
-                    created,
-                });
-                models.push(model.clone());
-            }
-        }
-    }
+    let models = claimed.claim(route, &key, &headers, out);
     if models.is_empty() {
         return None;
     }
