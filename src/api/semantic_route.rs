@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Decisions", "type":"integer", "jsonPath":".status.decisions", "description":"Decisions in force"}"#,
     printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Models", "type":"string", "priority":1, "jsonPath":".spec.match.models[*]", "description":"Requested model names this route governs"}"#,
+    printcolumn = r#"{"name":"Scope", "type":"string", "priority":1, "jsonPath":".spec.match.scope", "description":"Whose requests its models are governed for: Cluster, or only its Namespace's"}"#,
     printcolumn = r#"{"name":"ResolvedRefs", "type":"string", "priority":1, "jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status", "description":"Every pool and model it names exists"}"#,
     printcolumn = r#"{"name":"Degraded", "type":"string", "priority":1, "jsonPath":".status.conditions[?(@.type==\"Degraded\")].status", "description":"In force, but not all of it works as written"}"#,
     printcolumn = r#"{"name":"Generation", "type":"integer", "priority":1, "jsonPath":".metadata.generation", "description":"The spec's generation"}"#,
@@ -80,6 +81,7 @@ pub struct RouteMatch {
     /// never taken from a client), so every team can have its own `auto`. A namespace's route
     /// goes before a cluster-wide one for its requests.
     #[serde(default, skip_serializing_if = "AliasScope::is_cluster")]
+    #[schemars(extend("default" = "Cluster"))]
     pub scope: AliasScope,
 }
 

@@ -768,6 +768,18 @@ metadata: {name: dangling, namespace: default}
 spec:
   match: {models: [dangling]}
   defaultTarget: {pool: no-such-pool, model: small-model}
+---
+apiVersion: semantic-router.io/v1alpha1
+kind: SemanticRoute
+metadata: {name: shadowed, namespace: default}
+spec:
+  match: {models: [shadowed]}
+  signals:
+    keywords: [{name: calculus, keywords: [integral]}]
+  decisions:
+  - {name: first, when: {any: [calculus]}, targets: [{pool: small, model: small-model}]}
+  - {name: second, when: {any: [calculus]}, targets: [{pool: small, model: small-model}]}
+  defaultTarget: {pool: small, model: small-model}
 "#;
 
 /// The router as the chart runs it, against a real API server: the binary accepts the rendered
@@ -841,6 +853,7 @@ async fn the_router_as_the_chart_runs_it() {
             for what in [
                 "semanticroute/auto",
                 "semanticroute/dangling",
+                "semanticroute/shadowed",
                 "modelpool/small",
                 "modelpool/empty",
             ] {
@@ -866,7 +879,15 @@ async fn the_router_as_the_chart_runs_it() {
         argocd_health(&route_check, &get_json(&server, "semanticroute/auto").await);
     assert_eq!(
         (status.as_str(), message.as_str()),
-        ("Healthy", "the route is in the routing table")
+        ("Healthy", "routing as written: 1 decision(s) in force")
+    );
+    // In force, but a decision can never match: Degraded, not Healthy.
+    let shadowed = get_json(&server, "semanticroute/shadowed").await;
+    let (status, message) = argocd_health(&route_check, &shadowed);
+    assert_eq!(status, "Degraded", "{shadowed}");
+    assert!(
+        message.starts_with("Degraded UnreachableDecision: ") && message.contains("\"second\""),
+        "{message}"
     );
     let dangling = get_json(&server, "semanticroute/dangling").await;
     let (status, message) = argocd_health(&route_check, &dangling);

@@ -400,6 +400,17 @@ spec:
         })
         .await;
     }
+    let wide = server
+        .kubectl_ok(&["get", "sroute", "--all-namespaces", "-o", "wide"])
+        .await;
+    let row_of = |namespace: &str| {
+        wide.lines()
+            .find(|l| l.starts_with(namespace) && l.contains("auto"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row_of("team-a").contains("Namespace"), "{wide}");
+    assert!(row_of("default").contains("Cluster"), "{wide}");
 
     // A pool of another namespace serves a route only once its owners admit the route's.
     apply(

@@ -288,6 +288,7 @@ async fn samples_are_created_and_listed_by_kubectl() {
         .await;
     for column in [
         "MODELS",
+        "SCOPE",
         "RESOLVEDREFS",
         "DEGRADED",
         "GENERATION",
@@ -300,6 +301,10 @@ async fn samples_are_created_and_listed_by_kubectl() {
         .find(|l| l.contains("auto"))
         .expect("the auto route");
     assert!(!row.contains("[\""), "models as plain text: {row}");
+    assert!(
+        row.contains("Cluster"),
+        "an unset scope reads as its default: {row}"
+    );
 
     // A defaulted number reads as written.
     server

@@ -1,6 +1,7 @@
--- Argo CD health of a SemanticRoute (semantic-router.io), from the router's status:
--- Healthy when Accepted and ResolvedRefs are True for the current generation, Degraded when
--- either is False (with its reason and message), Progressing until the router has seen it.
+-- Argo CD health of a SemanticRoute (semantic-router.io), from the router's status: Healthy
+-- when Ready is True for the current generation, Degraded when Ready is False (each condition
+-- that is not as it should be, with its reason and message: Accepted or ResolvedRefs False,
+-- Degraded True), Progressing until the router has seen the current generation.
 local hs = {status = "Progressing", message = "Waiting for the router to write status"}
 if obj.status == nil or obj.status.conditions == nil then
   return hs
@@ -10,28 +11,27 @@ if generation ~= nil and obj.status.observedGeneration ~= nil and obj.status.obs
   hs.message = "Waiting for the router to see generation " .. tostring(generation)
   return hs
 end
-local wanted = {Accepted = true, ResolvedRefs = true}
-local found, failed, pending = 0, {}, {}
-local accepted = ""
+local ready, problems = nil, {}
 for _, c in ipairs(obj.status.conditions) do
-  if wanted[c.type] then
-    found = found + 1
-    if c.status == "False" then
-      table.insert(failed, c.type .. " " .. (c.reason or "") .. ": " .. (c.message or ""))
-    elseif c.status ~= "True" then
-      table.insert(pending, c.type .. " is " .. tostring(c.status))
-    elseif c.type == "Accepted" then
-      accepted = c.message or ""
-    end
+  if c.type == "Ready" then
+    ready = c
+  elseif (c.type == "Degraded" and c.status == "True") or (c.type ~= "Degraded" and c.status == "False") then
+    table.insert(problems, c.type .. " " .. (c.reason or "") .. ": " .. (c.message or ""))
   end
 end
-if #failed > 0 then
-  hs.status = "Degraded"
-  hs.message = table.concat(failed, "; ")
-elseif #pending > 0 or found < 2 then
-  if #pending > 0 then hs.message = table.concat(pending, "; ") end
-else
+if ready == nil then
+  return hs
+elseif ready.status == "True" then
   hs.status = "Healthy"
-  hs.message = accepted
+  hs.message = ready.message or ""
+elseif ready.status == "False" then
+  hs.status = "Degraded"
+  if #problems > 0 then
+    hs.message = table.concat(problems, "; ")
+  else
+    hs.message = (ready.reason or "") .. ": " .. (ready.message or "")
+  end
+else
+  hs.message = "Ready is " .. tostring(ready.status) .. " (" .. (ready.reason or "") .. ")"
 end
 return hs
