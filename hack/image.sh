@@ -11,32 +11,40 @@
 #                          `cargo build`) left it. For CI, which has just built it; the image is
 #                          only as fresh as that binary.
 #   IMAGE_BIN=PATH         no cargo at all: take this binary (any profile).
+#   IMAGE_BASE=scratch     (default) the binary, exactly the libraries `ldd` names (copied from
+#                          this machine), the CA bundle and the heads, on an empty base.
+#   IMAGE_BASE=debian      the same on a minimal root unpacked from Debian packages (base-files,
+#                          libc6, libgcc-s1, ca-certificates, netbase, tzdata; `apt-get download`,
+#                          `dpkg-deb -x`, no registry), for comparison; see README.
 # A binary with debug info is staged stripped of it (`objcopy --strip-debug`: symbols stay, for
 # backtraces); a release binary has none and is copied as it is.
 #   out: target/image/semantic-router-<tag>.oci.tar, image localhost/semantic-router:<tag>, where
-#        <tag> is the version, then -debug for the debug profile.
+#        <tag> is the version, then -debug for the debug profile, then -debian for that base.
 # Reruns stay bounded: the previous image of the same tag (and its containers) is removed first.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 CARGO=${CARGO:-cargo}
 PROFILE=${IMAGE_PROFILE:-release}
+BASE=${IMAGE_BASE:-scratch}
 BIN=${IMAGE_BIN:-}
 die() { echo "image: $*" >&2; exit 1; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 case "$PROFILE" in release | debug) ;; *) die "IMAGE_PROFILE must be release or debug, not '$PROFILE'" ;; esac
+case "$BASE" in scratch | debian) ;; *) die "IMAGE_BASE must be scratch or debian, not '$BASE'" ;; esac
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 [ -n "$VERSION" ] || die "no version in Cargo.toml"
 TAG=$VERSION
 [ "$PROFILE" = debug ] && TAG+=-debug
+[ "$BASE" = debian ] && TAG+=-debian
 IMAGE="localhost/semantic-router:${TAG}"
 OUT="$REPO/target/image"
 CTX="$OUT/build-$TAG"
 ROOT="$CTX/root"
 ARCHIVE="$OUT/semantic-router-${TAG}.oci.tar"
 BUILDAH=(buildah --storage-driver vfs)
-echo "image: $IMAGE (profile $PROFILE${BIN:+, binary $BIN})"
+echo "image: $IMAGE (profile $PROFILE, base $BASE${BIN:+, binary $BIN})"
 T0=$(date +%s)
 
 # apt_install PACKAGE...: what is missing, from Debian, with one `apt-get update`.
@@ -56,6 +64,7 @@ apt_install() {
 missing=()
 command -v buildah >/dev/null || missing+=(buildah)
 command -v objcopy >/dev/null && command -v readelf >/dev/null || missing+=(binutils)
+if [ "$BASE" = debian ]; then command -v dpkg-deb >/dev/null || die "IMAGE_BASE=debian needs dpkg-deb (Debian)"; fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt_install "${missing[@]}"
@@ -76,20 +85,62 @@ else
 fi
 T2=$(date +%s)
 
-echo "==> staging the root in $ROOT"
+echo "==> staging the root ($BASE) in $ROOT"
 rm -rf "$CTX"
 mkdir -p "$ROOT"
 # Every library ldd resolves, and the dynamic loader, at the paths the binary asks for.
 libs=$(ldd "$BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}') \
   || die "ldd cannot read $BIN (is it a dynamically linked Linux binary?)"
 [ -n "$libs" ] || die "ldd found no libraries for $BIN"
-for lib in $libs; do
-  mkdir -p "$ROOT$(dirname "$lib")"
-  cp -L "$lib" "$ROOT$lib"
-done
-mkdir -p "$ROOT/etc/ssl/certs" "$ROOT/tmp"
-cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/"
-chmod 1777 "$ROOT/tmp"
+if [ "$BASE" = scratch ]; then
+  for lib in $libs; do
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+  done
+  mkdir -p "$ROOT/etc/ssl/certs" "$ROOT/tmp"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/"
+  chmod 1777 "$ROOT/tmp"
+else
+  # A distroless-style root: the packages unpacked, then by hand what their maintainer scripts
+  # would have done (there is no shell in the image to run them).
+  DEBS=(base-files libc6 libgcc-s1 ca-certificates netbase tzdata)
+  debdir="$OUT/debs"
+  rm -rf "$debdir"
+  mkdir -p "$debdir"
+  download() { (cd "$debdir" && apt-get download -qq -o APT::Sandbox::User=root "${DEBS[@]}"); }
+  if ! download 2>/dev/null; then
+    [ "$(id -u)" = 0 ] || die "apt-get download ${DEBS[*]} failed (and apt-get update needs root)"
+    apt_update
+    download || die "apt-get download ${DEBS[*]} failed"
+  fi
+  # Each package's control record goes to var/lib/dpkg/status.d/ (as distroless does), so that
+  # image scanners can tell which libc6 and ca-certificates the image holds.
+  mkdir -p "$ROOT/var/lib/dpkg/status.d"
+  for deb in "$debdir"/*.deb; do
+    dpkg-deb -x "$deb" "$ROOT"
+    dpkg-deb -f "$deb" > "$ROOT/var/lib/dpkg/status.d/$(dpkg-deb -f "$deb" Package)"
+    echo "  $(basename "$deb")"
+  done
+  for lib in $libs; do
+    [ -e "$ROOT$lib" ] || die "the Debian root has no $lib, which ldd names for $BIN"
+  done
+  # ca-certificates' postinst (update-ca-certificates): one bundle of all the packaged certs.
+  mkdir -p "$ROOT/etc/ssl/certs"
+  (cd "$ROOT/usr/share/ca-certificates" && find . -name '*.crt' | LC_ALL=C sort \
+    | while IFS= read -r c; do awk 1 "$c"; done) > "$ROOT/etc/ssl/certs/ca-certificates.crt"
+  grep -q 'BEGIN CERTIFICATE' "$ROOT/etc/ssl/certs/ca-certificates.crt" \
+    || die "ca-certificates brought no certificates"
+  # base-passwd's job, as distroless does it: root, nonroot (65532, our USER) and nobody.
+  printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
+    'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin' \
+    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' > "$ROOT/etc/passwd"
+  printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' 'nobody:x:65534:' > "$ROOT/etc/group"
+  ln -sf /usr/share/zoneinfo/Etc/UTC "$ROOT/etc/localtime"
+  # Documentation nobody reads in a container.
+  rm -rf "$ROOT/usr/share/doc" "$ROOT/usr/share/man" "$ROOT/usr/share/info" "$ROOT/usr/share/lintian"
+  mkdir -p "$ROOT/tmp"
+  chmod 1777 "$ROOT/tmp"
+fi
 mkdir -p "$ROOT/usr/local/bin" "$ROOT/usr/share/semantic-router/heads"
 staged="$ROOT/usr/local/bin/semantic-router"
 sections=$(readelf -S --wide "$BIN") || die "readelf cannot read $BIN"
@@ -141,7 +192,7 @@ done
 "${BUILDAH[@]}" umount "$ctr" >/dev/null
 T5=$(date +%s)
 
-echo "image: $IMAGE ok (profile $PROFILE): $version; crds match; USER $user"
+echo "image: $IMAGE ok (profile $PROFILE, base $BASE): $version; crds match; USER $user"
 echo "image: root $(mib "$(du -sb "$ROOT" | cut -f1)") MiB," \
   "OCI archive $(mib "$(stat -c %s "$ARCHIVE")") MiB ($ARCHIVE)"
 echo "image: install $((T1 - T0))s, build $((T2 - T1))s, stage $((T3 - T2))s," \
