@@ -84,6 +84,8 @@ heads:
 ## The router image (Containerfile: release binary + the libraries it links + default heads, on
 ## scratch), built with buildah (vfs, chroot; no daemon) into target/image/*.oci.tar, then
 ## `--version` and `crds` are run inside it. Needs root; ~12 min cold (the release build). Not
-## part of `make test`.
+## part of `make test`; CI runs `make image IMAGE_PROFILE=debug` after it (the debug binary that
+## `make test` built, no second cargo build). IMAGE_BIN=PATH takes a built binary instead,
+## IMAGE_BASE=debian puts it on a minimal Debian root for comparison (hack/image.sh's header).
 image:
 	CARGO="$(CARGO)" bash hack/image.sh
