@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
+use semantic_router::classify::cascade::{HeadQuery, LabelGroup};
 use semantic_router::classify::{
     Architecture, ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions,
     HubOptions, ModelSource, Ranking, ServiceConfig, StaticModel, StaticTier, Tier,
@@ -1119,7 +1120,7 @@ fn cascaded_service(margin: f32) -> (TempDir, ClassifierService) {
 async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers() {
     let (_tmp, sure) = cascaded_service(0.0);
     let analysis = sure
-        .analyze_heads_until("two plus two", &["topic"], None)
+        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None)
         .await
         .expect("static answer");
     assert_eq!(analysis.tier, Tier::Static);
@@ -1136,13 +1137,35 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
 
     let (_tmp, unsure) = cascaded_service(2.0);
     let deferred = unsure
-        .analyze_heads_until("two plus two", &["topic"], None)
+        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None)
         .await
         .expect("encoder answer");
     assert_eq!(deferred.tier, Tier::Encoder);
     assert_eq!(unsure.encoded_texts(), 1);
     assert_eq!(unsure.metrics().tier_answers("encoder"), 1);
     assert_eq!(sure.metrics().tier_answers("static"), 1);
+    // Asked only whether the label is one of a group, a twin unsure of the label is sure:
+    // every label is in it, whatever their split.
+    let (_tmp, strict) = cascaded_service(0.99);
+    let ranked = strict
+        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None)
+        .await
+        .expect("encoder answer");
+    assert_eq!(ranked.tier, Tier::Encoder);
+    let labels = ["math".to_owned(), "greeting".to_owned()];
+    let group = HeadQuery {
+        head: "topic",
+        groups: vec![LabelGroup {
+            labels: &labels,
+            threshold: 0.5,
+        }],
+    };
+    let settled = strict
+        .analyze_heads_until("two plus two", &[group], None)
+        .await
+        .expect("static answer");
+    assert_eq!(settled.tier, Tier::Static);
+    assert_eq!(strict.encoded_texts(), 1, "no second forward pass");
     let text = metrics_text(&sure);
     assert!(
         text.contains("semantic_router_classifier_cascade_answers_total{tier=\"static\"} 1"),

@@ -227,15 +227,15 @@ pub struct CategorySignal {
         regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
-    /// The classifier whose top label is read: `category` (the domain head, e.g. `math`,
-    /// `law`) or `complexity` (`reasoning` for prompts that need multi-step reasoning,
-    /// `simple` otherwise).
+    /// The classifier read: `category` (the domain head, e.g. `math`, `law`) or `complexity`
+    /// (`reasoning` for prompts that need multi-step reasoning, `simple` otherwise).
     #[serde(default)]
     pub classifier: Classifier,
     /// Classifier labels that make the signal hold (e.g. `math`, `physics`).
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 128)))]
     pub labels: Vec<String>,
-    /// Minimum classifier confidence.
+    /// The probability the classifier must give these labels together (a prompt split between
+    /// `math` and `physics` is still sure to be one of them).
     #[serde(default = "default_confidence")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub threshold: f32,

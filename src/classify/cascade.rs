@@ -2,12 +2,18 @@
 //! margin between its two most probable labels clears a threshold), otherwise the text goes to
 //! the encoder. The threshold is chosen on validation data so that the cascade stays within a
 //! tolerance of the encoder's own accuracy while deferring as little as it can.
+//!
+//! A caller that only needs to know how likely the label is one of a few (a route's category
+//! signal) asks a [`HeadQuery`] with [`LabelGroup`]s: the static tier then answers when the
+//! two-way split, in the group or not, clears the same margin. Most confusions are between
+//! neighbouring labels of one group, so far fewer texts go on to the encoder.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{ClassifyError, Result};
+use super::ranking::Ranking;
 use super::static_model::read_json;
 
 /// The file beside a static-tier head that says when it answers alone.
@@ -76,6 +82,59 @@ pub fn margin(probabilities: &[f32]) -> f32 {
     (first - second).max(0.0)
 }
 
+/// What a caller needs from one head. With no groups: its ranking, which the static tier gives
+/// only when its top-two margin clears the head's threshold. With groups: only each group's
+/// answer, which the static tier gives when every group is settled ([`LabelGroup::settled`]).
+#[derive(Debug, Clone, Default)]
+pub struct HeadQuery<'a> {
+    /// The head's name.
+    pub head: &'a str,
+    /// The questions asked of it; empty asks for the whole ranking.
+    pub groups: Vec<LabelGroup<'a>>,
+}
+
+impl<'a> HeadQuery<'a> {
+    /// The whole ranking of `head`.
+    pub fn ranking(head: &'a str) -> Self {
+        Self {
+            head,
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// "Is the label one of `labels`, with at least `threshold` together?" asked of one head.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelGroup<'a> {
+    /// The labels that make the answer yes.
+    pub labels: &'a [String],
+    /// The confidence the answer needs.
+    pub threshold: f32,
+}
+
+impl LabelGroup<'_> {
+    /// The probability that the label is one of the group's.
+    pub fn mass(&self, ranking: &Ranking) -> f32 {
+        self.labels
+            .iter()
+            .filter_map(|l| ranking.probability(l))
+            .sum()
+    }
+
+    /// The answer a `ranking` gives: the group's mass reaches the threshold.
+    pub fn holds(&self, ranking: &Ranking) -> bool {
+        self.mass(ranking) >= self.threshold
+    }
+
+    /// Whether a static-tier `ranking` settles the question at `margin`: the two-way split
+    /// (the group's mass against the rest) clears it, and on the same side of the threshold as
+    /// of one half, so a mass between the two is never taken as sure.
+    pub fn settled(&self, ranking: &Ranking, margin: f32) -> bool {
+        let mass = self.mass(ranking);
+        (2.0 * mass - 1.0).abs() >= margin && (mass >= 0.5) == (mass >= self.threshold)
+    }
+}
+
 /// One validation example as both tiers saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judged {
@@ -130,6 +189,8 @@ pub fn choose_margin(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn judged(margin: f32, static_right: bool, encoder_right: bool) -> Judged {
@@ -168,6 +229,37 @@ mod tests {
         let (margin, validation) = choose_margin(&examples, 0.0, 0.75);
         assert_eq!(margin, Some(0.8));
         assert!((validation.deferred_share - 4.0 / 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_group_is_settled_by_its_mass_even_when_its_labels_split_it() {
+        let labels: Arc<[String]> = ["math", "physics", "law"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        let stem = ["math".to_owned(), "physics".to_owned()];
+        let group = LabelGroup {
+            labels: &stem,
+            threshold: 0.5,
+        };
+        // Unsure between math and physics, sure it is one of them.
+        let split = Ranking::new(labels.clone(), &[0.48, 0.47, 0.05]);
+        assert!(margin(&[0.48, 0.47, 0.05]) < 0.1);
+        assert!(group.settled(&split, 0.8) && group.holds(&split));
+        // Sure it is neither.
+        let law = Ranking::new(labels.clone(), &[0.04, 0.03, 0.93]);
+        assert!(group.settled(&law, 0.8) && !group.holds(&law));
+        // Half and half: not settled.
+        let unsure = Ranking::new(labels.clone(), &[0.3, 0.25, 0.45]);
+        assert!(!group.settled(&unsure, 0.8));
+        // A mass past one half but short of the threshold is never sure.
+        let strict = LabelGroup {
+            labels: &stem,
+            threshold: 0.97,
+        };
+        assert!(!strict.settled(&split, 0.8));
+        let sure = Ranking::new(labels, &[0.5, 0.48, 0.02]);
+        assert!(strict.settled(&sure, 0.8) && strict.holds(&sure));
     }
 
     #[test]

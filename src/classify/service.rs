@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use super::cache::EmbeddingCache;
-use super::cascade::margin;
+use super::cascade::{HeadQuery, margin};
 use super::encoder::{Encoder, EncoderOutput};
 use super::error::{ClassifyError, Result};
 use super::head::Head;
@@ -136,22 +136,28 @@ impl StaticTier {
         &self.model
     }
 
-    /// Every head's answer when the static tier is sure of all of them, else `None`.
-    fn answer(&self, text: &str, heads: &[&str]) -> Result<Option<Analysis>> {
-        if heads.is_empty() || !heads.iter().all(|h| self.heads.contains_key(*h)) {
+    /// Every queried head's answer when the static tier is sure of all of them, else `None`.
+    fn answer(&self, text: &str, queries: &[HeadQuery<'_>]) -> Result<Option<Analysis>> {
+        if queries.is_empty() || !queries.iter().all(|q| self.heads.contains_key(q.head)) {
             return Ok(None);
         }
         let output = self.model.embed(text)?;
-        let mut results = Vec::with_capacity(heads.len());
-        for &name in heads {
-            let Some((name, (head, threshold))) = self.heads.get_key_value(name) else {
+        let mut results = Vec::with_capacity(queries.len());
+        for query in queries {
+            let Some((name, (head, threshold))) = self.heads.get_key_value(query.head) else {
                 return Ok(None);
             };
             let probabilities = head.probabilities(&output.embedding)?;
-            if margin(&probabilities) < *threshold {
+            let ranking = head.ranking(&probabilities);
+            let sure = if query.groups.is_empty() {
+                margin(&probabilities) >= *threshold
+            } else {
+                query.groups.iter().all(|g| g.settled(&ranking, *threshold))
+            };
+            if !sure {
                 return Ok(None);
             }
-            results.push((name.clone(), head.ranking(&probabilities)));
+            results.push((name.clone(), ranking));
         }
         Ok(Some(Analysis {
             embedding: output.embedding,
@@ -358,26 +364,29 @@ impl ClassifierService {
         })
     }
 
-    /// The given heads' results, from the static tier when it is sure of every one of them
-    /// (no queue, no forward pass), else from the encoder as
-    /// [`analyze_until`](Self::analyze_until). For callers that need the heads only: a
-    /// static answer's embedding is not in the encoder's space.
+    /// The queried heads' results, from the static tier when it is sure of every query (no
+    /// queue, no forward pass), else from the encoder as [`analyze_until`](Self::analyze_until).
+    /// For callers that need the heads only: a static answer's embedding is not in the
+    /// encoder's space, and its group questions are answered by [`LabelGroup::holds`].
+    ///
+    /// [`LabelGroup::holds`]: super::cascade::LabelGroup::holds
     pub async fn analyze_heads_until(
         &self,
         text: &str,
-        heads: &[&str],
+        queries: &[HeadQuery<'_>],
         deadline: Option<Instant>,
     ) -> Result<Analysis> {
         if let Some(tier) = &self.shared.static_tier
-            && !heads.is_empty()
+            && !queries.is_empty()
         {
-            if let Some(answer) = tier.answer(text, heads)? {
+            if let Some(answer) = tier.answer(text, queries)? {
                 self.shared.metrics.tier_answer("static");
                 return Ok(answer);
             }
             self.shared.metrics.tier_answer("encoder");
         }
-        self.analyze_until(text, heads, deadline).await
+        let heads: Vec<&str> = queries.iter().map(|q| q.head).collect();
+        self.analyze_until(text, &heads, deadline).await
     }
 
     /// Queues `text` for the model and waits for its output or the deadline.

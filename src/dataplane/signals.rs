@@ -11,10 +11,10 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::examples::ExampleIndex;
-use crate::classify::cascade::{CASCADE_FILE, CascadeConfig};
+use crate::classify::cascade::{CASCADE_FILE, CascadeConfig, HeadQuery, LabelGroup};
 use crate::classify::{
-    ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, Ranking,
-    ServiceConfig, StaticModel, StaticTier, Tier,
+    ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig,
+    StaticModel, StaticTier, Tier,
 };
 use crate::routing::{
     ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
@@ -74,6 +74,8 @@ pub struct CandleSignals {
     budget: Duration,
     examples: Arc<ExampleIndex>,
     fallbacks: Counter,
+    /// [`JAILBREAK_LABEL`], owned: the label group a jailbreak policy asks of its head.
+    jailbreak_label: String,
 }
 
 impl CandleSignals {
@@ -85,6 +87,7 @@ impl CandleSignals {
             budget,
             examples: Arc::default(),
             fallbacks: Counter::default(),
+            jailbreak_label: JAILBREAK_LABEL.to_owned(),
         }
     }
 
@@ -243,37 +246,50 @@ impl ModelSignals for CandleSignals {
                     .needed_signals()
                     .filter(|&id| route.signals[id].kind.needs_model())
             };
-            // At most one head per role: category, complexity, jailbreak.
-            let mut heads: [&str; 3] = [""; 3];
-            let mut count = 0;
-            let categories = needed().filter_map(|id| match &route.signals[id].kind {
-                SignalKind::Category { classifier, .. } => self.heads.of(*classifier),
-                _ => None,
-            });
-            let jailbreak = self
-                .heads
-                .jailbreak
-                .as_deref()
-                .filter(|_| route.jailbreak.is_some());
-            for head in categories.chain(jailbreak) {
-                if !heads[..count].contains(&head) && count < heads.len() {
-                    heads[count] = head;
-                    count += 1;
+            // One query per head (category, complexity, jailbreak), each asking whether the
+            // labels of every signal it serves hold: what the static tier may answer alone.
+            let mut queries: Vec<HeadQuery<'_>> = Vec::with_capacity(3);
+            let mut ask = |head: &'a str, group: LabelGroup<'a>| match queries
+                .iter_mut()
+                .find(|q| q.head == head)
+            {
+                Some(query) => query.groups.push(group),
+                None => queries.push(HeadQuery {
+                    head,
+                    groups: vec![group],
+                }),
+            };
+            for id in needed() {
+                if let SignalKind::Category {
+                    classifier,
+                    labels,
+                    threshold,
+                } = &route.signals[id].kind
+                    && let Some(head) = self.heads.of(*classifier)
+                {
+                    let threshold = *threshold;
+                    ask(head, LabelGroup { labels, threshold });
                 }
             }
-            let heads = &heads[..count];
+            if let (Some(head), Some(policy)) = (self.heads.jailbreak.as_deref(), &route.jailbreak)
+            {
+                let labels = std::slice::from_ref(&self.jailbreak_label);
+                let threshold = policy.threshold;
+                ask(head, LabelGroup { labels, threshold });
+            }
             let deadline = Instant::now() + self.budget;
             // Example prompts and the semantic cache compare encoder embeddings: only a route
             // that needs neither may be answered by the static tier.
             let needs_embedding = route.cache.is_some()
                 || needed().any(|id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
             let analyzed = if needs_embedding {
+                let heads: Vec<&str> = queries.iter().map(|q| q.head).collect();
                 self.service
-                    .analyze_until(text, heads, Some(deadline))
+                    .analyze_until(text, &heads, Some(deadline))
                     .await
             } else {
                 self.service
-                    .analyze_heads_until(text, heads, Some(deadline))
+                    .analyze_heads_until(text, &queries, Some(deadline))
                     .await
             };
             let analysis = match analyzed {
@@ -297,15 +313,19 @@ impl ModelSignals for CandleSignals {
                         classifier,
                         labels,
                         threshold,
-                    } => self
-                        .heads
-                        .of(*classifier)
-                        .and_then(|h| analysis.head(h))
-                        .and_then(Ranking::top)
-                        .map(|(top, p)| SignalValue {
-                            matched: labels.iter().any(|l| l == top) && p >= *threshold,
-                            score: Some(p),
-                        }),
+                    } => {
+                        let group = LabelGroup {
+                            labels,
+                            threshold: *threshold,
+                        };
+                        self.heads
+                            .of(*classifier)
+                            .and_then(|h| analysis.head(h))
+                            .map(|ranking| SignalValue {
+                                matched: group.holds(ranking),
+                                score: Some(group.mass(ranking)),
+                            })
+                    }
                     _ => None,
                 };
                 if let Some(value) = value {
