@@ -31,7 +31,8 @@ crds:
 ## Benchmarks (print numbers, assert nothing; need `make tools`): the ext_proc hop through
 ## real Envoy against a do-nothing floor (benches/hop/), allocations per rules-only request in
 ## the ext_proc service (benches/allocs.rs), endpoint picking (benches/picking.rs), the MiniLM
-## signal path against a bare Candle forward pass (benches/classify.rs), and semantic-cache
+## signal path against a bare Candle forward pass (benches/classify.rs), a 64-connection burst
+## with the default heads, with and without the static tier (benches/burst.rs), semantic-cache
 ## lookups in memory against Redis at 1k/10k/100k entries (benches/cache.rs), and a cache hit
 ## and miss through Envoy and the router, in memory and in Redis (benches/cache_hop.rs).
 ## The soak (a million requests, RSS sampled: benches/soak.rs, ~25 min) is `make soak`.
@@ -41,6 +42,7 @@ bench:
 	$(CARGO) bench --bench allocs
 	$(CARGO) bench --bench picking
 	$(CARGO) bench --bench classify
+	$(CARGO) bench --bench burst
 	$(CARGO) bench --bench cache
 	$(CARGO) bench --bench cache_hop
 
