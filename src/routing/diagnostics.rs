@@ -94,6 +94,8 @@ pub enum Reason {
     InvalidAddress,
     /// A signal needs a model the router has not loaded.
     SignalNotLoaded,
+    /// A target turns reasoning on for a model whose family has no reasoning switch.
+    ReasoningUnsupported,
 }
 
 impl Reason {
@@ -112,6 +114,7 @@ impl Reason {
             Reason::NoReadyEndpoints => "NoReadyEndpoints",
             Reason::InvalidAddress => "InvalidAddress",
             Reason::SignalNotLoaded => "SignalNotLoaded",
+            Reason::ReasoningUnsupported => "ReasoningUnsupported",
         }
     }
 }

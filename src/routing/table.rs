@@ -312,7 +312,7 @@ impl Target {
             decision: Arc::from(decision),
             model: Arc::from(model.name.as_str()),
             pool: Arc::from(pool.key.name.as_str()),
-            reasoning: reasoning_label(&reasoning),
+            reasoning: applied_reasoning_label(&reasoning, model.reasoning_family),
         };
         Self {
             pool,
@@ -350,12 +350,25 @@ impl fmt::Display for Target {
         write!(
             f,
             "{} @ {} (reasoning {})",
-            self.model.name,
-            self.pool.key.name,
-            reasoning_label(&self.reasoning)
+            self.model.name, self.pool.key.name, self.labels.reasoning
         )
     }
 }
+
+/// The label of the reasoning a target applies: [`UNSUPPORTED_REASONING`] when reasoning is on
+/// for a model without a reasoning switch (the body is left as it is), else
+/// [`reasoning_label`].
+pub fn applied_reasoning_label(reasoning: &Reasoning, family: ReasoningFamily) -> &'static str {
+    if reasoning.enabled && family == ReasoningFamily::None {
+        UNSUPPORTED_REASONING
+    } else {
+        reasoning_label(reasoning)
+    }
+}
+
+/// The reasoning label of a target that turns reasoning on for a model whose family has no
+/// switch: nothing in the body changes, so reporting `on` would mislead.
+pub const UNSUPPORTED_REASONING: &str = "unsupported";
 
 /// Short label of a reasoning mode: `off`, `on`, or the effort.
 pub fn reasoning_label(reasoning: &Reasoning) -> &'static str {

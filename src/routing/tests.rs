@@ -157,6 +157,48 @@ fn shadowed_decision_is_a_warning() {
 }
 
 #[test]
+fn reasoning_on_for_a_model_without_a_switch_is_a_warning_and_labelled_as_applied() {
+    let pools = vec![
+        pool(
+            "small",
+            "models: [{name: small, reasoningFamily: qwen3}]\nendpoints: {static: {addresses: [\"10.0.0.1:8000\"]}}",
+        ),
+        // reasoningFamily defaults to none.
+        pool(
+            "large",
+            "models: [{name: large}]\nendpoints: {static: {addresses: [\"10.0.0.2:8000\"]}}",
+        ),
+    ];
+    let r = route_with(
+        "- {name: math, when: {any: [math]}, targets: [{pool: large, model: large, reasoning: {enabled: true, effort: high}}]}",
+        "{pool: small, model: small}",
+    );
+    let compiled = compile_all(pools, vec![r]);
+    let d = only_diagnostic(&compiled);
+    assert_eq!(
+        (d.condition, d.reason, d.severity),
+        (
+            ConditionType::Accepted,
+            Reason::ReasoningUnsupported,
+            Severity::Warning
+        )
+    );
+    assert!(
+        d.message.contains("decision \"math\"") && d.message.contains("reasoningFamily"),
+        "{}",
+        d.message
+    );
+    let route = &compiled.table.routes[0];
+    assert_eq!(route.decisions.len(), 1, "in force as written");
+    let (target, _) = &route.decisions[0].targets[0];
+    assert_eq!(
+        target.labels.reasoning,
+        crate::routing::table::UNSUPPORTED_REASONING
+    );
+    assert_eq!(route.default_target.labels.reasoning, "off");
+}
+
+#[test]
 fn identical_conditions_shadow_too() {
     let r = route_with(
         "- {name: a, when: {any: [math]}, targets: [{pool: large, model: large}]}\n- {name: b, when: {any: [math]}, targets: [{pool: small, model: small}]}",

@@ -487,6 +487,145 @@ async fn deleting_a_used_pool_leaves_the_default_in_force() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reasoning_for_a_model_without_a_switch_is_degraded_and_explained_as_applied() {
+    let server = cluster().await;
+    let router = router(&server);
+    // The large model's pool says nothing of its family: `none`, the default.
+    let pools = POOLS.replace(
+        "{name: large-model, reasoningFamily: qwen3}",
+        "{name: large-model}",
+    );
+    apply(&server, &pools).await;
+    apply(&server, SLICE).await;
+    apply(&server, ROUTE).await;
+    eventually(
+        "Degraded ReasoningUnsupported",
+        Duration::from_secs(10),
+        || async {
+            let route = get(&server, "semanticroute/auto").await;
+            condition(&route, "Degraded")["reason"] == "ReasoningUnsupported"
+        },
+    )
+    .await;
+    let route = get(&server, "semanticroute/auto").await;
+    let degraded = condition(&route, "Degraded");
+    assert_eq!(degraded["status"], "True", "{route}");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"large-model\"") && m.contains("reasoningFamily")),
+        "the message names the model and the field: {degraded}"
+    );
+    assert_eq!(condition(&route, "Ready")["status"], "False", "{route}");
+    assert_eq!(condition(&route, "Ready")["reason"], "ReasoningUnsupported");
+    assert_eq!(
+        condition(&route, "Accepted")["status"],
+        "True",
+        "in force as written"
+    );
+    // The decision still routes, and says the body is left as it is rather than "on".
+    let explained = router.explain("auto", "integral", &[]).await;
+    assert_eq!(explained["decision"], "reasoning", "{explained}");
+    assert_eq!(
+        explained["target"]["reasoning"], "unsupported",
+        "{explained}"
+    );
+    let row = server
+        .kubectl_ok(&["get", "sroute", "auto", "-o", "wide"])
+        .await;
+    assert!(
+        row.contains("False") && row.contains("ReasoningUnsupported"),
+        "{row}"
+    );
+    eventually("a Warning Event", Duration::from_secs(10), || async {
+        events_about(&server, "SemanticRoute", "auto").await
+            == [("Warning".into(), "ReasoningUnsupported".into())]
+    })
+    .await;
+
+    // Naming the family mends it.
+    apply(&server, POOLS).await;
+    eventually("Ready again", Duration::from_secs(10), || async {
+        let route = get(&server, "semanticroute/auto").await;
+        condition(&route, "Ready")["status"] == "True"
+            && condition(&route, "Degraded")["status"] == "False"
+    })
+    .await;
+    assert_eq!(
+        router.explain("auto", "integral", &[]).await["target"]["reasoning"],
+        "on"
+    );
+}
+
+/// Whether `kubectl wait --for=condition=Ready` finds the route Ready within `timeout`.
+async fn kubectl_waits_ready(server: &ApiServer, timeout: &str) -> bool {
+    server
+        .kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "semanticroute/auto",
+            &format!("--timeout={timeout}"),
+        ])
+        .await
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_no_router_has_seen_is_not_ready_to_kubectl_wait_and_shows_as_behind() {
+    let server = cluster().await;
+    let router = Router::start_kube(server.kubeconfig(), &["--no-leader-election"]);
+    apply(&server, POOLS).await;
+    apply(&server, SLICE).await;
+    apply(&server, ROUTE).await;
+    assert!(kubectl_waits_ready(&server, "20s").await);
+    drop(router);
+
+    apply(
+        &server,
+        &ROUTE.replace("keywords: [integral]", "keywords: [derivative]"),
+    )
+    .await;
+    let route = get(&server, "semanticroute/auto").await;
+    assert_eq!(route["metadata"]["generation"], 2);
+    assert_eq!(route["status"]["observedGeneration"], 1, "{route}");
+    // The last Ready is for generation 1: `kubectl wait` does not take it for this one.
+    assert!(
+        !kubectl_waits_ready(&server, "2s").await,
+        "a Ready for an older generation must not satisfy kubectl wait"
+    );
+    let wide = server
+        .kubectl_ok(&[
+            "get",
+            "sroute",
+            "auto",
+            "-o",
+            "custom-columns=GENERATION:.metadata.generation,OBSERVED:.status.observedGeneration",
+            "--no-headers",
+        ])
+        .await;
+    assert_eq!(wide.split_whitespace().collect::<Vec<_>>(), ["2", "1"]);
+    let header = server
+        .kubectl_ok(&["get", "sroute", "auto", "-o", "wide"])
+        .await;
+    let columns: Vec<&str> = header
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(
+        columns.contains(&"GENERATION") && columns.contains(&"OBSERVED"),
+        "-o wide shows how far behind status is: {header}"
+    );
+
+    let _router = Router::start_kube(server.kubeconfig(), &["--no-leader-election"]);
+    assert!(kubectl_waits_ready(&server, "20s").await);
+    let route = get(&server, "semanticroute/auto").await;
+    assert_eq!(route["status"]["observedGeneration"], 2, "{route}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_last_table_keeps_serving_while_the_api_server_is_away() {
     let mut server = cluster().await;
     let router = router(&server);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::Diagnostics;
 use crate::api;
 use crate::routing::diagnostics::{ConditionType, Kind, ObjectKey, Reason, Severity};
-use crate::routing::table::{DIRECT, Pool, Target};
+use crate::routing::table::{DEFAULT_DECISION, DIRECT, Pool, Target};
 
 /// Every pool taking direct requests, by the models it serves, in pool order.
 pub(super) fn direct_targets(
@@ -87,6 +87,26 @@ pub(super) fn resolve(
         );
         return None;
     };
+    if target.reasoning.enabled && model.reasoning_family == api::ReasoningFamily::None {
+        out.push(
+            Kind::SemanticRoute,
+            route,
+            ConditionType::Accepted,
+            Reason::ReasoningUnsupported,
+            Severity::Warning,
+            format!(
+                "{} turns reasoning on for model {:?} of pool {pool_key}, whose reasoningFamily is \
+                 none, so the request body is left as it is; set the pool's \
+                 models[].reasoningFamily (qwen3, deepseek, gpt-oss, openai) or turn reasoning off",
+                if decision == DEFAULT_DECISION {
+                    "the default target".to_owned()
+                } else {
+                    format!("decision {decision:?}")
+                },
+                model.name
+            ),
+        );
+    }
     Some(Target::new(
         pool.clone(),
         model.clone(),
