@@ -29,15 +29,15 @@ mod http;
 #[path = "hop/release.rs"]
 mod release;
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy::{Envoy, EnvoyConfig, free_addr, free_port};
-use release::router_bin;
+use envoy::{Envoy, EnvoyConfig, free_port};
+use release::{RouterProcess, router_bin};
 
 const ANSWER: &str = r#"{"id":"chatcmpl-burst","object":"chat.completion","created":1700000000,"model":"small","choices":[{"index":0,"message":{"role":"assistant","content":"Sure."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":2,"total_tokens":22}}"#;
 /// The header the backend echoes the router's decision in.
@@ -113,72 +113,30 @@ spec:
     )
 }
 
-/// The release router; killed by pid when dropped.
-struct RouterProcess {
-    child: Child,
-    extproc: SocketAddr,
-    admin: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RouterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The release router on the burst policy over `backend`, with the encoder, the default heads,
+/// no embedding cache (every request classified afresh) and, when given, the static tier.
 fn start_router(backend: SocketAddr, static_model: Option<&Path>) -> RouterProcess {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("policy.yaml"), policy(backend)).expect("write the policy");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let heads = root.join("heads/all-MiniLM-L6-v2");
-    let (extproc, admin) = (free_addr(), free_addr());
-    let bin = router_bin();
-    let mut command = Command::new(&bin);
-    command
-        .arg("run")
-        .arg("--manifests")
-        .arg(dir.path())
-        .arg("--encoder")
-        .arg(root.join(".models/all-MiniLM-L6-v2"))
-        .arg("--category-head")
-        .arg(heads.join("category"))
-        .arg("--complexity-head")
-        .arg(heads.join("complexity"))
-        .arg("--jailbreak-head")
-        .arg(heads.join("jailbreak"))
-        .args(["--classify-cache", "0"])
-        .args(["--extproc-listen", &extproc.to_string()])
-        .args(["--admin-listen", &admin.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut args: Vec<OsString> = vec![
+        "--encoder".into(),
+        root.join(".models/all-MiniLM-L6-v2").into(),
+    ];
+    for head in ["category", "complexity", "jailbreak"] {
+        args.push(format!("--{head}-head").into());
+        args.push(heads.join(head).into());
+    }
+    args.extend(["--classify-cache".into(), "0".into()]);
     if let Some(model) = static_model {
-        command.arg("--static-model").arg(model);
+        args.extend(["--static-model".into(), model.into()]);
     }
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} (build it first): {e}", bin.display()));
-    let mut router = RouterProcess {
-        child,
-        extproc,
-        admin,
-        _dir: dir,
-    };
     // A missing static model is distilled at start: about a minute on two cores.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !http::blocking_get_ok(&format!("http://{admin}/readyz")) {
-        if let Ok(Some(status)) = router.child.try_wait() {
-            panic!("the router exited during startup ({status})");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the router was not ready in 300 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    router
+    release::start_router(
+        &router_bin(),
+        &policy(backend),
+        &args,
+        Duration::from_secs(300),
+    )
 }
 
 /// Every prompt of the realistic sets, in file order.

@@ -28,16 +28,16 @@ mod redis_server;
 #[path = "hop/release.rs"]
 mod release;
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy::{Envoy, EnvoyConfig, free_addr, free_port};
+use envoy::{Envoy, EnvoyConfig, free_port};
 use redis_server::Redis;
-use release::router_bin;
+use release::{RouterProcess, router_bin};
 
 const ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"small","choices":[{"index":0,"message":{"role":"assistant","content":"A short answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}"#;
 
@@ -96,54 +96,22 @@ spec:
     )
 }
 
-/// The release router; killed by pid when dropped.
-struct RouterProcess {
-    child: Child,
-    extproc: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RouterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The release router on the cache policy over `backend`, with the encoder and `cache_flags`.
 fn start_router(backend: SocketAddr, cache_flags: &[String]) -> RouterProcess {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("policy.yaml"), policy(backend)).expect("write the policy");
     let minilm = Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/all-MiniLM-L6-v2");
-    let (extproc, admin) = (free_addr(), free_addr());
-    let bin = router_bin();
-    let child = Command::new(&bin)
-        .arg("run")
-        .arg("--manifests")
-        .arg(dir.path())
-        .arg("--encoder")
-        .arg(&minilm)
-        .args(["--classify-budget-ms", "5000"])
-        .args(["--extproc-listen", &extproc.to_string()])
-        .args(["--admin-listen", &admin.to_string()])
-        .args(cache_flags)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} (build it first): {e}", bin.display()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http::blocking_get_ok(&format!("http://{admin}/readyz")) {
-        assert!(
-            Instant::now() < deadline,
-            "the router was not ready in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    RouterProcess {
-        child,
-        extproc,
-        _dir: dir,
-    }
+    let mut args: Vec<OsString> = vec![
+        "--encoder".into(),
+        minilm.into(),
+        "--classify-budget-ms".into(),
+        "5000".into(),
+    ];
+    args.extend(cache_flags.iter().map(OsString::from));
+    release::start_router(
+        &router_bin(),
+        &policy(backend),
+        &args,
+        Duration::from_secs(60),
+    )
 }
 
 fn question(i: usize) -> String {

@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy::{Envoy, EnvoyConfig, free_addr, free_port};
+use release::start_router;
 use semantic_router::classify::{Architecture, tiny};
 
 /// A child process killed by pid when dropped.
@@ -101,9 +102,9 @@ fn start_sim(name: &str) -> (Process, SocketAddr) {
     (Process(child), addr)
 }
 
-/// The sample manifests in `dir`, each pool on its two simulators, the small pool picking by
-/// session, and the `auto` route caching.
-fn write_policy(dir: &Path, pools: &[[SocketAddr; 2]; 3]) {
+/// The sample manifests, each pool on its two simulators, the small pool picking by session,
+/// and the `auto` route caching.
+fn policy(pools: &[[SocketAddr; 2]; 3]) -> String {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
     let mut text = std::fs::read_to_string(samples.join("pools.yaml")).expect("sample pools");
     for (port, [a, b]) in ["8001", "8002", "8003"].iter().zip(pools) {
@@ -117,7 +118,6 @@ fn write_policy(dir: &Path, pools: &[[SocketAddr; 2]; 3]) {
     let end = at + text[at..].find('\n').unwrap_or(0) + 1;
     let end = end + text[end..].find('\n').unwrap_or(0) + 1;
     text.insert_str(end, "  endpointPicking: {policy: SessionAffinity}\n");
-    std::fs::write(dir.join("pools.yaml"), text).expect("write pools");
     let route = std::fs::read_to_string(samples.join("route.yaml")).expect("sample route");
     // The tiny encoder's embeddings all look alike, so no decision reads example similarity
     // (the encoder still runs on every request of the route, for the cache).
@@ -128,34 +128,7 @@ fn write_policy(dir: &Path, pools: &[[SocketAddr; 2]; 3]) {
             1,
         )
         .replacen("\"math-intent\", ", "", 1);
-    std::fs::write(dir.join("route.yaml"), route).expect("write the route");
-}
-
-fn start_router(manifests: &Path, encoder: &Path, admin: SocketAddr) -> (Process, SocketAddr) {
-    let extproc = free_addr();
-    let bin = release::router_bin();
-    let child = Command::new(&bin)
-        .arg("run")
-        .arg("--manifests")
-        .arg(manifests)
-        .arg("--encoder")
-        .arg(encoder)
-        .args(["--extproc-listen", &extproc.to_string()])
-        .args(["--admin-listen", &admin.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} (build it first): {e}", bin.display()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http::blocking_get_ok(&format!("http://{admin}/readyz")) {
-        assert!(
-            Instant::now() < deadline,
-            "the router was not ready in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Process(child), extproc)
+    format!("{text}\n---\n{route}")
 }
 
 /// The rendered Envoy config without its access log (a million lines of it would only cost).
@@ -503,12 +476,14 @@ async fn main() {
             sims.push(process);
         }
     }
-    let manifests = tmp.path().join("manifests");
-    std::fs::create_dir(&manifests).expect("manifests dir");
-    write_policy(&manifests, &pools);
-    let admin = free_addr();
-    let (router, extproc) = start_router(&manifests, &encoder, admin);
-    let pid = router.0.id();
+    let policy = policy(&pools);
+    let router = start_router(
+        &release::router_bin(),
+        &policy,
+        &["--encoder".into(), encoder.clone().into()],
+        Duration::from_secs(60),
+    );
+    let (pid, admin, extproc) = (router.child.id(), router.admin, router.extproc);
     let envoy = Envoy::start_edited(
         EnvoyConfig {
             listen_port: free_port(),

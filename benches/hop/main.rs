@@ -51,7 +51,6 @@ mod load;
 mod measure;
 mod release;
 mod report;
-mod router;
 mod workload;
 
 use std::net::SocketAddr;
@@ -66,10 +65,9 @@ use cpu::CpuOf;
 use floor::{FLOOR_THREAD, start_floor};
 use load::raw_request;
 use measure::{Config, Kind, Stat, measure};
-use release::router_bin;
+use release::{router_bin, start_router};
 use report::{print_measured, print_round_header};
-use router::start_router;
-use workload::chat_body;
+use workload::{chat_body, router_manifests};
 
 /// The knobs, from the environment.
 pub struct Settings {
@@ -180,8 +178,10 @@ fn run(settings: &Settings, router_bin: &Path, baseline_bin: Option<&Path>) -> R
     let body = chat_body();
     let (backend, seen) = start_backend(&backend_rt);
     let floor = start_floor(&floor_rt, backend);
-    let router = start_router(router_bin, backend);
-    let baseline = baseline_bin.map(|bin| start_router(bin, backend));
+    let policy = router_manifests(backend);
+    let start = |bin: &Path| start_router(bin, &policy, &[], std::time::Duration::from_secs(20));
+    let router = start(router_bin);
+    let baseline = baseline_bin.map(start);
 
     let envoy_with = |ext_proc: Option<SocketAddr>| {
         Envoy::start(EnvoyConfig {
