@@ -1120,7 +1120,9 @@ fn cascaded_service(margin: f32) -> (TempDir, ClassifierService) {
 async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers() {
     let (_tmp, sure) = cascaded_service(0.0);
     let analysis = sure
-        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None)
+        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None, |_| {
+            true
+        })
         .await
         .expect("static answer");
     assert_eq!(analysis.tier, Tier::Static);
@@ -1137,7 +1139,9 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
 
     let (_tmp, unsure) = cascaded_service(2.0);
     let deferred = unsure
-        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None)
+        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None, |_| {
+            true
+        })
         .await
         .expect("encoder answer");
     assert_eq!(deferred.tier, Tier::Encoder);
@@ -1148,7 +1152,9 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
     // every label is in it, whatever their split.
     let (_tmp, strict) = cascaded_service(0.99);
     let ranked = strict
-        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None)
+        .analyze_heads_until("two plus two", &[HeadQuery::ranking("topic")], None, |_| {
+            true
+        })
         .await
         .expect("encoder answer");
     assert_eq!(ranked.tier, Tier::Encoder);
@@ -1161,11 +1167,21 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
         }],
     };
     let settled = strict
-        .analyze_heads_until("two plus two", &[group], None)
+        .analyze_heads_until("two plus two", std::slice::from_ref(&group), None, |_| true)
         .await
         .expect("static answer");
     assert_eq!(settled.tier, Tier::Static);
     assert_eq!(strict.encoded_texts(), 1, "no second forward pass");
+    // A sure answer the caller finds not enough (a decision that hangs on an example prompt,
+    // say) goes to the encoder after all.
+    let refused = strict
+        .analyze_heads_until("three plus three", &[group], None, |answer| {
+            answer.tier != Tier::Static
+        })
+        .await
+        .expect("encoder answer");
+    assert_eq!(refused.tier, Tier::Encoder);
+    assert_eq!(strict.encoded_texts(), 2);
     let text = metrics_text(&sure);
     assert!(
         text.contains("semantic_router_classifier_cascade_answers_total{tier=\"static\"} 1"),

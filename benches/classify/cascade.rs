@@ -100,7 +100,7 @@ pub fn run(dir: &Path, runtime: &tokio::runtime::Runtime) {
                                 });
                             }
                             let analysis = service
-                                .analyze_heads_until(&text, &[query], None)
+                                .analyze_heads_until(&text, &[query], None, |_| true)
                                 .await
                                 .ok()?;
                             Some(analysis.tier == Tier::Static)

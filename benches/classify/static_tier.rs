@@ -112,7 +112,12 @@ pub fn run(dir: &Path, floor: &Floor, words: &Words, runtime: &tokio::runtime::R
     for text in &texts {
         let started = Instant::now();
         let analysis = runtime
-            .block_on(service.analyze_heads_until(text, &[HeadQuery::ranking("category")], None))
+            .block_on(service.analyze_heads_until(
+                text,
+                &[HeadQuery::ranking("category")],
+                None,
+                |_| true,
+            ))
             .expect("cascade");
         let took = started.elapsed();
         all.push(took);

@@ -365,9 +365,11 @@ impl ClassifierService {
     }
 
     /// The queried heads' results, from the static tier when it is sure of every query (no
-    /// queue, no forward pass), else from the encoder as [`analyze_until`](Self::analyze_until).
-    /// For callers that need the heads only: a static answer's embedding is not in the
-    /// encoder's space, and its group questions are answered by [`LabelGroup::holds`].
+    /// queue, no forward pass) and `enough` accepts its answer, else from the encoder as
+    /// [`analyze_until`](Self::analyze_until). For callers that need the heads only, or that
+    /// check in `enough` that the heads settle what they need: a static answer's embedding is
+    /// not in the encoder's space, and its group questions are answered by
+    /// [`LabelGroup::holds`].
     ///
     /// [`LabelGroup::holds`]: super::cascade::LabelGroup::holds
     pub async fn analyze_heads_until(
@@ -375,11 +377,14 @@ impl ClassifierService {
         text: &str,
         queries: &[HeadQuery<'_>],
         deadline: Option<Instant>,
+        enough: impl FnOnce(&Analysis) -> bool,
     ) -> Result<Analysis> {
         if let Some(tier) = &self.shared.static_tier
             && !queries.is_empty()
         {
-            if let Some(answer) = tier.answer(text, queries)? {
+            if let Some(answer) = tier.answer(text, queries)?
+                && enough(&answer)
+            {
                 self.shared.metrics.tier_answer("static");
                 return Ok(answer);
             }

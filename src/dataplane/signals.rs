@@ -1,5 +1,6 @@
 //! Model signals from the Candle classifiers: example-prompt similarity, classifier categories
-//! and the jailbreak score, all from one encoder pass per request.
+//! and the jailbreak score, all from one encoder pass per request, or from the static tier
+//! alone when its twins are sure and settle the route's decision.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use tokio::sync::watch;
 use super::examples::ExampleIndex;
 use crate::classify::cascade::{CASCADE_FILE, CascadeConfig, HeadQuery, LabelGroup};
 use crate::classify::{
-    ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig,
-    StaticModel, StaticTier, Tier,
+    Analysis, ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head,
+    ServiceConfig, StaticModel, StaticTier, Tier,
 };
 use crate::routing::{
     ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
@@ -189,6 +190,49 @@ impl CandleSignals {
     }
 }
 
+impl CandleSignals {
+    /// Sets the model signals `analysis` answers: example similarity (from an encoder
+    /// embedding only) and the category groups.
+    fn fill(&self, route: &Route, analysis: &Analysis, values: &mut SignalValues) {
+        let needed = route
+            .needed_signals()
+            .filter(|&id| route.signals[id].kind.needs_model());
+        for id in needed {
+            let value = match &route.signals[id].kind {
+                SignalKind::Examples { prompts, threshold } if analysis.tier == Tier::Encoder => {
+                    self.examples
+                        .best(prompts, &analysis.embedding)
+                        .map(|score| SignalValue {
+                            matched: score >= *threshold,
+                            score: Some(score),
+                        })
+                }
+                SignalKind::Category {
+                    classifier,
+                    labels,
+                    threshold,
+                } => {
+                    let group = LabelGroup {
+                        labels,
+                        threshold: *threshold,
+                    };
+                    self.heads
+                        .of(*classifier)
+                        .and_then(|h| analysis.head(h))
+                        .map(|ranking| SignalValue {
+                            matched: group.holds(ranking),
+                            score: Some(group.mass(ranking)),
+                        })
+                }
+                _ => None,
+            };
+            if let Some(value) = value {
+                values.set(id, value);
+            }
+        }
+    }
+}
+
 /// The static model in `dir` (distilled from `encoder` with the default options and saved
 /// there first when the folder holds none, as `semantic-router distill` would) with the static
 /// twin of every head of `files` that has one made on that model with a margin; a head
@@ -278,18 +322,26 @@ impl ModelSignals for CandleSignals {
                 ask(head, LabelGroup { labels, threshold });
             }
             let deadline = Instant::now() + self.budget;
-            // Example prompts and the semantic cache compare encoder embeddings: only a route
-            // that needs neither may be answered by the static tier.
-            let needs_embedding = route.cache.is_some()
-                || needed().any(|id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
-            let analyzed = if needs_embedding {
+            // The semantic cache keys on an encoder embedding. Example prompts compare encoder
+            // embeddings too, but the static tier's heads may settle the decision without them
+            // (a sure STEM domain needs no similarity to math examples).
+            let analyzed = if route.cache.is_some() {
                 let heads: Vec<&str> = queries.iter().map(|q| q.head).collect();
                 self.service
                     .analyze_until(text, &heads, Some(deadline))
                     .await
             } else {
+                let needs_examples = needed()
+                    .any(|id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
+                let known = &*values;
                 self.service
-                    .analyze_heads_until(text, &queries, Some(deadline))
+                    .analyze_heads_until(text, &queries, Some(deadline), |answer| {
+                        !needs_examples || {
+                            let mut trial = known.clone();
+                            self.fill(route, answer, &mut trial);
+                            route.decided_by(&trial)
+                        }
+                    })
                     .await
             };
             let analysis = match analyzed {
@@ -300,38 +352,7 @@ impl ModelSignals for CandleSignals {
                     return ModelFindings::default();
                 }
             };
-            for id in needed() {
-                let value = match &route.signals[id].kind {
-                    SignalKind::Examples { prompts, threshold } => self
-                        .examples
-                        .best(prompts, &analysis.embedding)
-                        .map(|score| SignalValue {
-                            matched: score >= *threshold,
-                            score: Some(score),
-                        }),
-                    SignalKind::Category {
-                        classifier,
-                        labels,
-                        threshold,
-                    } => {
-                        let group = LabelGroup {
-                            labels,
-                            threshold: *threshold,
-                        };
-                        self.heads
-                            .of(*classifier)
-                            .and_then(|h| analysis.head(h))
-                            .map(|ranking| SignalValue {
-                                matched: group.holds(ranking),
-                                score: Some(group.mass(ranking)),
-                            })
-                    }
-                    _ => None,
-                };
-                if let Some(value) = value {
-                    values.set(id, value);
-                }
-            }
+            self.fill(route, &analysis, values);
             let jailbreak = self
                 .heads
                 .jailbreak

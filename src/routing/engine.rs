@@ -174,6 +174,20 @@ impl Route {
         values
     }
 
+    /// Whether `signals` already settle which decision applies, whatever the unavailable ones
+    /// turn out to be: each decision before the first that holds is known not to. A caller
+    /// may then skip computing the rest ([`decide`](Self::decide) gives the same verdict).
+    pub fn decided_by(&self, signals: &SignalValues) -> bool {
+        for decision in &self.decisions {
+            match holds(&decision.when, signals) {
+                Some(true) => return true,
+                Some(false) => {}
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Picks the target: the first decision whose condition holds, else the default. A
     /// decision that reads an unavailable signal does not match. `draw` is a uniformly random
     /// number that picks among weighted targets.

@@ -569,6 +569,33 @@ fn known_signals_settle_a_condition_despite_unavailable_ones() {
 }
 
 #[test]
+fn a_decision_is_settled_once_every_decision_before_the_first_that_holds_is_known_not_to() {
+    // Decisions: `first` on signal 0, `second` on signal 1 or 2; signals 1 and 2 unknown.
+    let r = route(
+        "auto",
+        "match: {models: [auto]}\nsignals:\n  keywords: [{name: a, keywords: [a]}, {name: b, keywords: [b]}, {name: c, keywords: [c]}]\ndecisions:\n- {name: first, when: {any: [a]}, targets: [{pool: large, model: large}]}\n- {name: second, when: {any: [b, c]}, targets: [{pool: large, model: large}]}\ndefaultTarget: {pool: small, model: small}",
+    );
+    let compiled = compile_all(two_pools(), vec![r]);
+    let route = &compiled.table.routes[0];
+    let v = |values: &[Option<bool>]| {
+        SignalValues(values.iter().map(|v| v.map(SignalValue::flag)).collect())
+    };
+    // The first holds: nothing else matters.
+    assert!(route.decided_by(&v(&[Some(true), None, None])));
+    // The first fails and the second hinges on an unknown signal.
+    assert!(!route.decided_by(&v(&[Some(false), Some(false), None])));
+    // Unknown first: even a holding second is not enough.
+    assert!(!route.decided_by(&v(&[None, Some(true), Some(true)])));
+    // Known to hold, or known to fall through to the default.
+    let second = v(&[Some(false), None, Some(true)]);
+    assert!(route.decided_by(&second));
+    assert_eq!(route.decide(&second, 0).decision_name(), "second");
+    let default = v(&[Some(false), Some(false), Some(false)]);
+    assert!(route.decided_by(&default));
+    assert_eq!(route.decide(&default, 0).decision_name(), "default");
+}
+
+#[test]
 fn a_semantic_cache_without_an_encoder_is_a_warning() {
     let r = route(
         "auto",

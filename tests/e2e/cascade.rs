@@ -1,7 +1,7 @@
 //! The static tier in front of the encoder, end to end through Envoy: with `--static-model`,
-//! a route that needs heads only is answered by the static twins without a forward pass, and
-//! a route with example prompts still runs the encoder (its signals compare encoder
-//! embeddings). A tiny random model stands in for MiniLM (distilling MiniLM takes a minute);
+//! a route that needs heads only is answered by the static twins without a forward pass, as
+//! is a route with example prompts when the twins settle its decision without them; one whose
+//! decision hangs on its example prompts runs the encoder (they compare encoder embeddings). A tiny random model stands in for MiniLM (distilling MiniLM takes a minute);
 //! the twins answer at margin 0, so every prompt they see is theirs.
 
 use std::path::Path;
@@ -54,7 +54,7 @@ fn answers(metrics: &str, tier: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sure_static_twins_answer_heads_only_routes_and_examples_still_use_the_encoder() {
+async fn sure_static_twins_answer_what_they_settle_and_the_encoder_what_hangs_on_examples() {
     let tmp = tempfile::tempdir().unwrap();
     let encoder = tmp.path().join("tiny");
     tiny::write_model(&encoder, Architecture::Bert, None).unwrap();
@@ -131,14 +131,48 @@ async fn sure_static_twins_answer_heads_only_routes_and_examples_still_use_the_e
     );
     assert_eq!(answers(&metrics, "encoder"), encoder_before, "{metrics}");
 
-    // Back to the sample, example prompts and all: those requests need the encoder's
-    // embedding, so the static tier is not asked.
+    // Back to the sample, example prompts and all. The twins settle its decision here (the
+    // complexity twin always says `reasoning`, so `multi-step` holds and the `reasoning`
+    // decision matches whatever `math-intent` says): no forward pass.
+    let encoded = |metrics: &str| -> f64 {
+        metric_sample(metrics, "semantic_router_classifier_encoded_texts_total").unwrap_or(0.0)
+    };
+    // The index logs each table whose example prompts it has embedded.
+    let indexed = || stack.logs().matches("example prompts embedded").count();
+    let before_swap = indexed();
     std::fs::write(&route, &sample).unwrap();
     eventually(
         "the sample route, its examples embedded",
         Duration::from_secs(20),
+        || async { indexed() > before_swap },
+    )
+    .await;
+    let metrics = stack.router.metrics().await;
+    let (static_now, encoded_now) = (answers(&metrics, "static"), encoded(&metrics));
+    let response = stack.chat(ask("auto", "good morning to you"), &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-semantic-router-decision"],
+        "reasoning"
+    );
+    let metrics = stack.router.metrics().await;
+    assert_eq!(answers(&metrics, "static"), static_now + 1.0, "{metrics}");
+    assert_eq!(encoded(&metrics), encoded_now, "{metrics}");
+
+    // Without `multi-step` in that decision, it hangs on `math-intent`, which compares encoder
+    // embeddings: the twins are asked, and the encoder answers.
+    let hangs_on_examples = sample.replace(
+        "any: [\"stem\", \"code\", \"math-intent\", \"stem-domain\", \"multi-step\"]",
+        "any: [\"stem\", \"code\", \"math-intent\", \"stem-domain\"]",
+    );
+    assert_ne!(hangs_on_examples, sample);
+    std::fs::write(&route, &hangs_on_examples).unwrap();
+    // Explaining runs the same path: once the swap is in, math-intent gets a score.
+    eventually(
+        "the route without multi-step in `reasoning`",
+        Duration::from_secs(20),
         || async {
-            let explained = stack.router.explain("auto", "hello", &[]).await;
+            let explained = stack.router.explain("auto", "good evening", &[]).await;
             explained["signals"].as_array().is_some_and(|s| {
                 s.iter()
                     .any(|s| s["name"] == "math-intent" && s["score"].is_number())
@@ -146,21 +180,22 @@ async fn sure_static_twins_answer_heads_only_routes_and_examples_still_use_the_e
         },
     )
     .await;
-    let encoded = |metrics: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("semantic_router_classifier_encoded_texts_total ")?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    };
     let metrics = stack.router.metrics().await;
-    let (static_now, encoded_now) = (answers(&metrics, "static"), encoded(&metrics));
-    let response = stack.chat(ask("auto", "good morning to you"), &[]).await;
+    let (static_now, deferred_now, encoded_now) = (
+        answers(&metrics, "static"),
+        answers(&metrics, "encoder"),
+        encoded(&metrics),
+    );
+    let response = stack
+        .chat(ask("auto", "good morning to you all"), &[])
+        .await;
     assert_eq!(response.status(), 200);
     let metrics = stack.router.metrics().await;
     assert_eq!(answers(&metrics, "static"), static_now, "{metrics}");
+    assert_eq!(
+        answers(&metrics, "encoder"),
+        deferred_now + 1.0,
+        "{metrics}"
+    );
     assert_eq!(encoded(&metrics), encoded_now + 1.0, "{metrics}");
 }
