@@ -3,15 +3,18 @@
 //! How many requests are decided with their model signals, and how many as a calm router
 //! decides them.
 //!
-//! The policy reads only heads (a category signal over five STEM domains, the complexity head's
-//! `reasoning`, the jailbreak screen blocking): the kind of route the static tier may answer.
+//! The policy is the local stack's (`make run`): the sample route, whose decisions read keywords,
+//! example prompts (encoder embeddings), the category and complexity heads, and whose jailbreak
+//! screen blocks. The static tier answers a request when its twins are sure and settle the
+//! decision without the example prompts.
 //! The prompts are the realistic sets (`hack/heads/realistic/*.jsonl`: everyday phrasing,
 //! jailbreaks included), sent verbatim with the router's embedding cache off, so every request
 //! is classified afresh. First a calm pass, one request at a time with the encoder alone,
 //! records each prompt's decision; then, per configuration, `BURST_REQUESTS` requests over
 //! `BURST_CONNS` connections. Printed per configuration: throughput, latency, the share
 //! decided with model signals (`semantic_router_model_signal_fallbacks_total`), the share the
-//! static tier answered, and the share decided as in the calm pass.
+//! static tier answered (sure, or guessing once the encoder shed the request), and the share
+//! decided as in the calm pass.
 //!
 //! The issue's target: at least 95% of a 64-connection burst decided with its model signals, on
 //! the release build, with the cascade on.
@@ -77,40 +80,23 @@ async fn start_backend() -> SocketAddr {
     addr
 }
 
-/// Two pools on `backend`; `auto` sends STEM domains and multi-step work to `large`.
+/// The sample route (`config/samples/route.yaml`: keywords, example prompts, the three heads'
+/// signals, the jailbreak screen) over its three pools, each on `backend`.
 fn policy(backend: SocketAddr) -> String {
-    format!(
-        r#"apiVersion: semantic-router.io/v1alpha1
-kind: ModelPool
-metadata: {{name: small, namespace: default}}
-spec:
-  models: [{{name: small}}]
-  endpoints: {{static: {{addresses: ["{backend}"]}}}}
----
-apiVersion: semantic-router.io/v1alpha1
-kind: ModelPool
-metadata: {{name: large, namespace: default}}
-spec:
-  models: [{{name: large}}]
-  endpoints: {{static: {{addresses: ["{backend}"]}}}}
----
-apiVersion: semantic-router.io/v1alpha1
-kind: SemanticRoute
-metadata: {{name: auto, namespace: default}}
-spec:
-  match: {{models: ["auto"]}}
-  signals:
-    categories:
-    - {{name: stem-domain, labels: [math, physics, chemistry, engineering, computer science]}}
-    - {{name: multi-step, classifier: complexity, labels: [reasoning]}}
-    jailbreak: {{threshold: 0.74, action: Block}}
-  decisions:
-  - name: reasoning
-    when: {{any: ["stem-domain", "multi-step"]}}
-    targets: [{{pool: large, model: large}}]
-  defaultTarget: {{pool: small, model: small}}
-"#
-    )
+    let mut text = String::new();
+    for (pool, model) in [
+        ("qwen3-small", "Qwen/Qwen3-1.7B"),
+        ("qwen3-large-h100", "Qwen/Qwen3-30B-A3B"),
+        ("qwen3-large-a100", "Qwen/Qwen3-30B-A3B"),
+    ] {
+        text += &format!(
+            "apiVersion: semantic-router.io/v1alpha1\nkind: ModelPool\nmetadata: {{name: {pool}, namespace: default}}\n\
+             spec:\n  models: [{{name: {model}, reasoningFamily: qwen3}}]\n  \
+             endpoints: {{static: {{addresses: [\"{backend}\"]}}}}\n---\n"
+        );
+    }
+    let route = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/route.yaml");
+    text + &std::fs::read_to_string(&route).expect("the sample route")
 }
 
 /// The release router on the burst policy over `backend`, with the encoder, the default heads,
@@ -335,23 +321,28 @@ async fn main() {
         }
         let fallbacks = "semantic_router_model_signal_fallbacks_total";
         let statics = "semantic_router_classifier_cascade_answers_total{tier=\"static\"}";
-        let (fell_before, static_before) = (
+        let guesses = "semantic_router_classifier_cascade_answers_total{tier=\"static_guess\"}";
+        let (fell_before, static_before, guessed_before) = (
             counter(&client, router.admin, fallbacks).await,
             counter(&client, router.admin, statics).await,
+            counter(&client, router.admin, guesses).await,
         );
         let run = burst(&url, &prompts, &calm, conns, total).await;
         let fell = counter(&client, router.admin, fallbacks).await - fell_before;
         let answered_static = counter(&client, router.admin, statics).await - static_before;
+        let guessed = counter(&client, router.admin, guesses).await - guessed_before;
         let answered = run.latencies.len() as f64;
         let share = |n: f64| 100.0 * n / (run.sent.max(1) as f64);
         println!(
             "  {name:<26} {:>6.0} req/s  p50 {:>7.1} ms  p99 {:>7.1} ms  with model signals {:>5.1}%  \
-             static tier {:>5.1}%  as calm {:>5.1}%  ({} sent, {} errors)",
+             static tier {:>5.1}% (sure) + {:>5.1}% (guessed on shed)  as calm {:>5.1}%  \
+             ({} sent, {} errors)",
             answered / run.elapsed.as_secs_f64(),
             percentile(&run.latencies, 0.5),
             percentile(&run.latencies, 0.99),
             share(run.sent as f64 - fell),
             share(answered_static),
+            share(guessed),
             share(run.as_calm as f64),
             run.sent,
             run.errors,

@@ -1189,6 +1189,35 @@ async fn a_sure_static_tier_answers_without_the_encoder_and_an_unsure_one_defers
     );
 }
 
+#[tokio::test]
+async fn when_the_encoder_sheds_a_deferred_text_the_unsure_static_answer_is_taken() {
+    // Margin 2: the twin is never sure, so every text is deferred to the encoder.
+    let (_tmp, unsure) = cascaded_service(2.0);
+    let passed = Instant::now() - Duration::from_secs(1);
+    let guess = unsure
+        .analyze_heads_until(
+            "a prompt past its budget",
+            &[HeadQuery::ranking("topic")],
+            Some(passed),
+            |_| true,
+        )
+        .await
+        .expect("the static guess");
+    assert_eq!(guess.tier, Tier::StaticGuess);
+    assert!((sum(guess.head("topic").expect("asked for")) - 1.0).abs() < 1e-5);
+    assert_eq!(unsure.encoded_texts(), 0, "the encoder never ran it");
+    assert_eq!(unsure.metrics().tier_answers("encoder"), 1);
+    assert_eq!(unsure.metrics().tier_answers("static_guess"), 1);
+    // Without a static tier a shed text is still an error: the caller decides without signals.
+    let (_tmp, dir) = tiny_model(Architecture::Bert, None);
+    let plain = ClassifierService::start(load(&dir, 64), Vec::new(), config()).expect("service");
+    let shed = plain
+        .analyze_heads_until("a prompt past its budget", &[], Some(passed), |_| true)
+        .await
+        .expect_err("shed");
+    assert!(shed.is_shed(), "{shed}");
+}
+
 #[test]
 fn a_static_twin_must_name_a_head_the_service_runs() {
     let (_tmp, dir) = tiny_model(Architecture::Bert, None);

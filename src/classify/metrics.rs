@@ -116,7 +116,7 @@ impl ClassifierMetrics {
         );
         r.register(
             "cascade_answers",
-            "Requests offered to the static tier, by the tier that answered (encoder: deferred)",
+            "Requests offered to the static tier, by the tier that answered (encoder: deferred; static_guess: deferred, then the encoder shed it and the unsure static answer was taken)",
             self.tier_answers.clone(),
         );
     }

@@ -98,6 +98,9 @@ pub enum Tier {
     Encoder,
     /// The static tier (its embedding lives in the static model's space, not the encoder's).
     Static,
+    /// The static tier's answer, not sure enough to stand alone, taken because the encoder
+    /// shed the text (queue full or deadline passed): a guess beats no model signals.
+    StaticGuess,
 }
 
 /// The static tier in front of the encoder: a static model and, per head name, the static
@@ -136,37 +139,37 @@ impl StaticTier {
         &self.model
     }
 
-    /// Every queried head's answer when the static tier is sure of all of them, else `None`.
-    fn answer(&self, text: &str, queries: &[HeadQuery<'_>]) -> Result<Option<Analysis>> {
+    /// Every queried head's answer, with whether the tier is sure of all of them; `None` when
+    /// a queried head has no twin.
+    fn answer(&self, text: &str, queries: &[HeadQuery<'_>]) -> Result<Option<(Analysis, bool)>> {
         if queries.is_empty() || !queries.iter().all(|q| self.heads.contains_key(q.head)) {
             return Ok(None);
         }
         let output = self.model.embed(text)?;
         let mut results = Vec::with_capacity(queries.len());
+        let mut all_sure = true;
         for query in queries {
             let Some((name, (head, threshold))) = self.heads.get_key_value(query.head) else {
                 return Ok(None);
             };
             let probabilities = head.probabilities(&output.embedding)?;
             let ranking = head.ranking(&probabilities);
-            let sure = if query.groups.is_empty() {
+            all_sure &= if query.groups.is_empty() {
                 margin(&probabilities) >= *threshold
             } else {
                 query.groups.iter().all(|g| g.settled(&ranking, *threshold))
             };
-            if !sure {
-                return Ok(None);
-            }
             results.push((name.clone(), ranking));
         }
-        Ok(Some(Analysis {
+        let analysis = Analysis {
             embedding: output.embedding,
             heads: results,
             tokens: output.tokens,
             truncated: output.truncated,
             cached: false,
             tier: Tier::Static,
-        }))
+        };
+        Ok(Some((analysis, all_sure)))
     }
 }
 
@@ -366,7 +369,8 @@ impl ClassifierService {
 
     /// The queried heads' results, from the static tier when it is sure of every query (no
     /// queue, no forward pass) and `enough` accepts its answer, else from the encoder as
-    /// [`analyze_until`](Self::analyze_until). For callers that need the heads only, or that
+    /// [`analyze_until`](Self::analyze_until); when the encoder sheds the text, the static
+    /// tier's unsure answer ([`Tier::StaticGuess`]) rather than none. For callers that need the heads only, or that
     /// check in `enough` that the heads settle what they need: a static answer's embedding is
     /// not in the encoder's space, and its group questions are answered by
     /// [`LabelGroup::holds`].
@@ -379,19 +383,36 @@ impl ClassifierService {
         deadline: Option<Instant>,
         enough: impl FnOnce(&Analysis) -> bool,
     ) -> Result<Analysis> {
+        let mut guess = None;
         if let Some(tier) = &self.shared.static_tier
             && !queries.is_empty()
         {
-            if let Some(answer) = tier.answer(text, queries)?
-                && enough(&answer)
-            {
-                self.shared.metrics.tier_answer("static");
-                return Ok(answer);
+            if let Some((answer, sure)) = tier.answer(text, queries)? {
+                if sure && enough(&answer) {
+                    self.shared.metrics.tier_answer("static");
+                    return Ok(answer);
+                }
+                guess = Some(answer);
             }
             self.shared.metrics.tier_answer("encoder");
         }
         let heads: Vec<&str> = queries.iter().map(|q| q.head).collect();
-        self.analyze_until(text, &heads, deadline).await
+        match self.analyze_until(text, &heads, deadline).await {
+            Err(e) if e.is_shed() => {
+                let Some(mut guess) = guess else {
+                    return Err(e);
+                };
+                self.shared.metrics.tier_answer("static_guess");
+                guess.tier = Tier::StaticGuess;
+                Ok(guess)
+            }
+            analyzed => analyzed,
+        }
+    }
+
+    /// The static tier's model, when the service has one.
+    pub fn static_model(&self) -> Option<&StaticModel> {
+        self.shared.static_tier.as_ref().map(StaticTier::model)
     }
 
     /// Queues `text` for the model and waits for its output or the deadline.

@@ -1,13 +1,19 @@
 //! Embeddings of the routing table's example prompts: embedded once when a table names them,
 //! and kept per example set as one matrix, so a request scores a set with one lookup by its
 //! digest and a scan of contiguous rows.
+//!
+//! With a static tier, each set also keeps the prompts' static embeddings and how similar
+//! each prompt is to its nearest neighbour in the set in both spaces. A request whose static
+//! similarity to the set falls clearly below that of any two prompts the encoder finds similar
+//! enough is taken not to match, without the encoder ([`ExampleIndex::surely_below`]): the
+//! static tier answers "no" for a set, never "yes".
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::cache::dot;
-use crate::classify::{ClassifierService, ClassifyError};
+use crate::classify::{ClassifierService, ClassifyError, StaticModel};
 use crate::routing::{ExamplePrompts, RoutingTable, SignalKind};
 
 /// One example set's embeddings, row after row.
@@ -29,6 +35,63 @@ impl Matrix {
     }
 }
 
+/// How far below the least static similarity of two prompts that match each other a request's
+/// must fall to be taken as no match. Static similarities run higher than the encoder's
+/// (unrelated prompts score 0.5–0.6 against the sample's math examples); on the realistic sets
+/// the lowest static similarity of a prompt the encoder matched was 0.06 above the bound.
+const STATIC_MARGIN: f32 = 0.1;
+
+/// One example set: its encoder embeddings, and its static view when there is a static tier.
+struct ExampleSet {
+    encoder: Matrix,
+    statics: Option<StaticView>,
+}
+
+/// A set as the static tier sees it.
+struct StaticView {
+    matrix: Matrix,
+    /// For each prompt, its best similarity to another prompt of the set: (static, encoder).
+    neighbours: Vec<(f32, f32)>,
+}
+
+impl StaticView {
+    /// The view of the prompts `texts`, whose encoder embeddings are `encoder`'s rows.
+    fn new(model: &StaticModel, texts: &[String], encoder: &Matrix) -> Option<Self> {
+        let rows: Vec<Arc<[f32]>> = texts
+            .iter()
+            .map(|t| model.embed(t).map(|o| o.embedding))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let matrix = Matrix {
+            dims: rows.first().map_or(0, |r| r.len()),
+            rows: rows.iter().flat_map(|r| r.iter().copied()).collect(),
+        };
+        let nearest = |m: &Matrix, i: usize| {
+            let row = |j: usize| &m.rows[j * m.dims..(j + 1) * m.dims];
+            (0..texts.len())
+                .filter(|&j| j != i)
+                .map(|j| dot(row(i), row(j)))
+                .reduce(f32::max)
+        };
+        let neighbours = (0..texts.len())
+            .filter_map(|i| Some((nearest(&matrix, i)?, nearest(encoder, i)?)))
+            .collect();
+        Some(Self { matrix, neighbours })
+    }
+
+    /// The static similarity under which a request is taken not to reach `threshold` in the
+    /// encoder's space: the least static similarity of two prompts that reach it, less
+    /// [`STATIC_MARGIN`]; `None` (never sure) when no two prompts reach it.
+    fn floor(&self, threshold: f32) -> Option<f32> {
+        self.neighbours
+            .iter()
+            .filter(|(_, encoder)| *encoder >= threshold)
+            .map(|(stat, _)| *stat)
+            .reduce(f32::min)
+            .map(|least| least - STATIC_MARGIN)
+    }
+}
+
 /// The example prompts' embeddings the live table needs.
 #[derive(Default)]
 pub(super) struct ExampleIndex {
@@ -36,14 +99,39 @@ pub(super) struct ExampleIndex {
     /// indexing reads it.
     texts: Mutex<HashMap<String, Arc<[f32]>>>,
     /// Each fully embedded set by digest: what requests read.
-    sets: RwLock<HashMap<u64, Matrix>>,
+    sets: RwLock<HashMap<u64, ExampleSet>>,
 }
 
 impl ExampleIndex {
     /// Highest cosine similarity of `embedding` to the set's prompts; `None` until every
     /// prompt of the set is embedded.
     pub(super) fn best(&self, set: &ExamplePrompts, embedding: &[f32]) -> Option<f32> {
-        self.sets.read().ok()?.get(&set.digest())?.best(embedding)
+        self.sets
+            .read()
+            .ok()?
+            .get(&set.digest())?
+            .encoder
+            .best(embedding)
+    }
+
+    /// Whether a request with the static embedding `embedding` surely does not reach
+    /// `threshold` against the set: its static similarity is under the set's floor for it.
+    pub(super) fn surely_below(
+        &self,
+        set: &ExamplePrompts,
+        threshold: f32,
+        embedding: &[f32],
+    ) -> bool {
+        let Ok(sets) = self.sets.read() else {
+            return false;
+        };
+        let Some(view) = sets.get(&set.digest()).and_then(|s| s.statics.as_ref()) else {
+            return false;
+        };
+        match (view.floor(threshold), view.matrix.best(embedding)) {
+            (Some(floor), Some(best)) => best < floor,
+            _ => false,
+        }
     }
 
     /// Embeds every example prompt `table` names that is not embedded yet, builds the sets'
@@ -99,7 +187,11 @@ impl ExampleIndex {
             if let Some(rows) = rows {
                 let dims = rows.first().map_or(0, |r| r.len());
                 let rows = rows.iter().flat_map(|r| r.iter().copied()).collect();
-                sets.insert(*digest, Matrix { dims, rows });
+                let encoder = Matrix { dims, rows };
+                let statics = service
+                    .static_model()
+                    .and_then(|model| StaticView::new(model, set.prompts(), &encoder));
+                sets.insert(*digest, ExampleSet { encoder, statics });
             }
         }
         tracing::info!(
@@ -133,6 +225,21 @@ async fn embed_when_free(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_static_floor_sits_below_the_least_static_similarity_of_prompts_that_match() {
+        let view = StaticView {
+            matrix: Matrix {
+                dims: 2,
+                rows: vec![1.0, 0.0, 0.6, 0.8],
+            },
+            neighbours: vec![(0.7, 0.45), (0.62, 0.31), (0.9, 0.2)],
+        };
+        assert_eq!(view.floor(0.3), Some(0.62 - STATIC_MARGIN));
+        assert_eq!(view.floor(0.4), Some(0.7 - STATIC_MARGIN));
+        // No two prompts are that similar in the encoder's space: never sure.
+        assert_eq!(view.floor(0.5), None);
+    }
 
     #[test]
     fn a_matrix_scores_its_best_row_and_refuses_another_width() {

@@ -191,22 +191,30 @@ impl CandleSignals {
 }
 
 impl CandleSignals {
-    /// Sets the model signals `analysis` answers: example similarity (from an encoder
-    /// embedding only) and the category groups.
+    /// Sets the model signals `analysis` answers: the category groups, and example similarity
+    /// (from the static tier, only a sure "no").
     fn fill(&self, route: &Route, analysis: &Analysis, values: &mut SignalValues) {
         let needed = route
             .needed_signals()
             .filter(|&id| route.signals[id].kind.needs_model());
         for id in needed {
             let value = match &route.signals[id].kind {
-                SignalKind::Examples { prompts, threshold } if analysis.tier == Tier::Encoder => {
-                    self.examples
-                        .best(prompts, &analysis.embedding)
-                        .map(|score| SignalValue {
-                            matched: score >= *threshold,
-                            score: Some(score),
-                        })
-                }
+                SignalKind::Examples { prompts, threshold } => match analysis.tier {
+                    Tier::Encoder => {
+                        self.examples
+                            .best(prompts, &analysis.embedding)
+                            .map(|score| SignalValue {
+                                matched: score >= *threshold,
+                                score: Some(score),
+                            })
+                    }
+                    // The static tier only ever says "surely not"; its score is in another
+                    // space, so none is reported.
+                    Tier::Static | Tier::StaticGuess => self
+                        .examples
+                        .surely_below(prompts, *threshold, &analysis.embedding)
+                        .then_some(SignalValue::flag(false)),
+                },
                 SignalKind::Category {
                     classifier,
                     labels,
