@@ -160,12 +160,22 @@ async fn sure_static_twins_answer_what_they_settle_and_the_encoder_what_hangs_on
     assert_eq!(encoded(&metrics), encoded_now, "{metrics}");
 
     // Without `multi-step` in that decision, it hangs on `math-intent`, which compares encoder
-    // embeddings: the twins are asked, and the encoder answers.
-    let hangs_on_examples = sample.replace(
-        "any: [\"stem\", \"code\", \"math-intent\", \"stem-domain\", \"multi-step\"]",
-        "any: [\"stem\", \"code\", \"math-intent\", \"stem-domain\"]",
+    // embeddings: the twins are asked, and the encoder answers. One example prompt only, so
+    // the static tier has no two prompts to learn a "surely not" bound from.
+    let (head, rest) = sample.split_once("      prompts:\n").unwrap();
+    let first = rest.lines().next().unwrap();
+    let (_, tail) = rest.split_once("    # The default heads").unwrap();
+    let hangs_on_examples = format!("{head}      prompts:\n{first}\n    # The default heads{tail}")
+        .replace(
+            "any: [\"stem\", \"code\", \"math-intent\", \"stem-domain\", \"multi-step\"]",
+            "any: [\"stem\", \"code\", \"math-intent\", \"stem-domain\"]",
+        );
+    assert!(!hangs_on_examples.contains("\"math-intent\", \"stem-domain\", \"multi-step\""));
+    assert_eq!(
+        hangs_on_examples.matches("      - \"").count(),
+        1,
+        "{hangs_on_examples}"
     );
-    assert_ne!(hangs_on_examples, sample);
     std::fs::write(&route, &hangs_on_examples).unwrap();
     // Explaining runs the same path: once the swap is in, math-intent gets a score.
     eventually(
