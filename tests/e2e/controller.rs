@@ -537,6 +537,7 @@ async fn reasoning_for_a_model_without_a_switch_is_degraded_and_explained_as_app
         row.contains("False") && row.contains("ReasoningUnsupported"),
         "{row}"
     );
+    eprintln!("kubectl get sroute auto -o wide, reasoning on a model without a switch:\n{row}");
     // Contains, not equals: applied together, the route can reach the router before its
     // pools and be (rightly) unresolved for a moment, with an Event of its own.
     let warning = ("Warning".to_string(), "ReasoningUnsupported".to_string());
@@ -612,6 +613,7 @@ async fn an_edit_no_router_has_seen_is_not_ready_to_kubectl_wait_and_shows_as_be
     let header = server
         .kubectl_ok(&["get", "sroute", "auto", "-o", "wide"])
         .await;
+    eprintln!("kubectl get sroute auto -o wide, edited while no router runs:\n{header}");
     let columns: Vec<&str> = header
         .lines()
         .next()
