@@ -23,6 +23,22 @@ struct Matrix {
 }
 
 impl Matrix {
+    /// The rows of `rows`, which share one width.
+    fn from_rows<R: AsRef<[f32]>>(rows: &[R]) -> Self {
+        Self {
+            dims: rows.first().map_or(0, |r| r.as_ref().len()),
+            rows: rows
+                .iter()
+                .flat_map(|r| r.as_ref().iter().copied())
+                .collect(),
+        }
+    }
+
+    /// Row `i`.
+    fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i * self.dims..(i + 1) * self.dims]
+    }
+
     /// Highest cosine similarity of the unit vector `embedding` to a row.
     fn best(&self, embedding: &[f32]) -> Option<f32> {
         if self.dims == 0 || embedding.len() != self.dims {
@@ -62,15 +78,11 @@ impl StaticView {
             .map(|t| model.embed(t).map(|o| o.embedding))
             .collect::<Result<_, _>>()
             .ok()?;
-        let matrix = Matrix {
-            dims: rows.first().map_or(0, |r| r.len()),
-            rows: rows.iter().flat_map(|r| r.iter().copied()).collect(),
-        };
+        let matrix = Matrix::from_rows(&rows);
         let nearest = |m: &Matrix, i: usize| {
-            let row = |j: usize| &m.rows[j * m.dims..(j + 1) * m.dims];
             (0..texts.len())
                 .filter(|&j| j != i)
-                .map(|j| dot(row(i), row(j)))
+                .map(|j| dot(m.row(i), m.row(j)))
                 .reduce(f32::max)
         };
         let neighbours = (0..texts.len())
@@ -174,26 +186,37 @@ impl ExampleIndex {
                 Err(e) => tracing::warn!("cannot embed example prompt {prompt:?}: {e}"),
             }
         }
-        let (Ok(texts), Ok(mut sets)) = (self.texts.lock(), self.sets.write()) else {
+        let Ok(built) = self.sets.read().map(|sets| {
+            wanted
+                .iter()
+                .filter(|(digest, _)| !sets.contains_key(*digest))
+                .map(|(digest, set)| (*digest, *set))
+                .collect::<Vec<_>>()
+        }) else {
             return;
         };
-        sets.retain(|digest, _| wanted.contains_key(digest));
-        for (digest, set) in &wanted {
-            if sets.contains_key(digest) {
-                continue;
-            }
-            let rows: Option<Vec<&Arc<[f32]>>> =
-                set.prompts().iter().map(|p| texts.get(p)).collect();
-            if let Some(rows) = rows {
-                let dims = rows.first().map_or(0, |r| r.len());
-                let rows = rows.iter().flat_map(|r| r.iter().copied()).collect();
-                let encoder = Matrix { dims, rows };
+        // New sets are built before the write lock, so requests reading the others never wait
+        // on the static tier's embeddings.
+        let Ok(texts) = self.texts.lock() else {
+            return;
+        };
+        let built: Vec<(u64, ExampleSet)> = built
+            .into_iter()
+            .filter_map(|(digest, set)| {
+                let rows: Option<Vec<&Arc<[f32]>>> =
+                    set.prompts().iter().map(|p| texts.get(p)).collect();
+                let encoder = Matrix::from_rows(&rows?);
                 let statics = service
                     .static_model()
                     .and_then(|model| StaticView::new(model, set.prompts(), &encoder));
-                sets.insert(*digest, ExampleSet { encoder, statics });
-            }
-        }
+                Some((digest, ExampleSet { encoder, statics }))
+            })
+            .collect();
+        let Ok(mut sets) = self.sets.write() else {
+            return;
+        };
+        sets.retain(|digest, _| wanted.contains_key(digest));
+        sets.extend(built);
         tracing::info!(
             sets = wanted.len(),
             prompts = texts.len(),

@@ -188,9 +188,7 @@ impl CandleSignals {
     pub async fn index_table(&self, table: &RoutingTable) {
         self.examples.index(&self.service, table).await;
     }
-}
 
-impl CandleSignals {
     /// Sets the model signals `analysis` answers: the category groups, and example similarity
     /// (from the static tier, only a sure "no").
     fn fill(&self, route: &Route, analysis: &Analysis, values: &mut SignalValues) {

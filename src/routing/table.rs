@@ -358,7 +358,7 @@ impl fmt::Display for Target {
 /// The label of the reasoning a target applies: [`UNSUPPORTED_REASONING`] when reasoning is on
 /// for a model without a reasoning switch (the body is left as it is), else
 /// [`reasoning_label`].
-pub fn applied_reasoning_label(reasoning: &Reasoning, family: ReasoningFamily) -> &'static str {
+fn applied_reasoning_label(reasoning: &Reasoning, family: ReasoningFamily) -> &'static str {
     if reasoning.enabled && family == ReasoningFamily::None {
         UNSUPPORTED_REASONING
     } else {
