@@ -11,7 +11,7 @@ run:
 
 ## Everything CI runs: install the test tools, then format, lint and all tests.
 test: tools lint
-	$(CARGO) test
+	$(CARGO) test --workspace
 
 ## Install what the tests need into ignored folders (.venv, .tools, .models), and rebuild the
 ## heads' held-out data sets (.heads-data, byte-checked) that the tests evaluate them on.
@@ -20,8 +20,8 @@ tools:
 	PYTHON="$(CURDIR)/.venv/bin/python" bash hack/heads/prepare.sh
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Regenerate crds/ and the chart's copy from the Rust types (a test fails when they drift).
 crds:

@@ -9,8 +9,9 @@
 //! decision without the example prompts.
 //! The prompts are the realistic sets (`hack/heads/realistic/*.jsonl`: everyday phrasing,
 //! jailbreaks included), sent verbatim with the router's embedding cache off, so every request
-//! is classified afresh. First a calm pass, one request at a time with the encoder alone,
-//! records each prompt's decision; then, per configuration, `BURST_REQUESTS` requests over
+//! is classified afresh. First a calm pass, one request at a time with the f32 encoder alone,
+//! records each prompt's decision; then, per configuration (the f32 encoder alone, the int8
+//! encoder alone, the cascade on the int8 encoder), `BURST_REQUESTS` requests over
 //! `BURST_CONNS` connections. Printed per configuration: throughput, latency, the share
 //! decided with model signals (`semantic_router_model_signal_fallbacks_total`), the share the
 //! static tier answered (sure, or guessing once the encoder shed the request), and the share
@@ -99,9 +100,14 @@ fn policy(backend: SocketAddr) -> String {
     text + &std::fs::read_to_string(&route).expect("the sample route")
 }
 
-/// The release router on the burst policy over `backend`, with the encoder, the default heads,
-/// no embedding cache (every request classified afresh) and, when given, the static tier.
-fn start_router(backend: SocketAddr, static_model: Option<&Path>) -> RouterProcess {
+/// The release router on the burst policy over `backend`, with the encoder at `precision`, the
+/// default heads, no embedding cache (every request classified afresh) and, when given, the
+/// static tier.
+fn start_router(
+    backend: SocketAddr,
+    precision: &str,
+    static_model: Option<&Path>,
+) -> RouterProcess {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let heads = root.join("heads/all-MiniLM-L6-v2");
     let mut args: Vec<OsString> = vec![
@@ -112,7 +118,12 @@ fn start_router(backend: SocketAddr, static_model: Option<&Path>) -> RouterProce
         args.push(format!("--{head}-head").into());
         args.push(heads.join(head).into());
     }
-    args.extend(["--classify-cache".into(), "0".into()]);
+    args.extend([
+        "--classify-cache".into(),
+        "0".into(),
+        "--classify-precision".into(),
+        precision.into(),
+    ]);
     if let Some(model) = static_model {
         args.extend(["--static-model".into(), model.into()]);
     }
@@ -289,8 +300,8 @@ async fn main() {
     let backend = start_backend().await;
     let client = reqwest::Client::new();
 
-    // The calm pass: each prompt alone, the encoder deciding.
-    let router = start_router(backend, None);
+    // The calm pass: each prompt alone, the exact (f32) encoder deciding.
+    let router = start_router(backend, "f32", None);
     let envoy = envoy_for(&router, backend);
     let url = format!("{}/v1/chat/completions", envoy.url());
     let mut calm = Vec::with_capacity(prompts.len());
@@ -301,18 +312,23 @@ async fn main() {
     let large = calm.iter().filter(|d| *d == "reasoning").count();
     let blocked = calm.iter().filter(|d| *d == "blocked").count();
     println!(
-        "calm pass (encoder, one at a time): {} prompts, {large} to the large model, {blocked} blocked",
+        "calm pass (f32 encoder, one at a time): {} prompts, {large} to the large model, {blocked} blocked",
         prompts.len()
     );
     drop(envoy);
     drop(router);
 
     println!("burst: {total} requests over {conns} connections, Envoy + the release router");
-    for (name, tier) in [
-        ("encoder alone", None),
-        ("cascade (static tier on)", Some(static_model.as_path())),
+    for (name, precision, tier) in [
+        ("f32 encoder alone", "f32", None),
+        ("int8 encoder alone", "int8", None),
+        (
+            "cascade on int8 (default)",
+            "int8",
+            Some(static_model.as_path()),
+        ),
     ] {
-        let router = start_router(backend, tier);
+        let router = start_router(backend, precision, tier);
         let envoy = envoy_for(&router, backend);
         let url = format!("{}/v1/chat/completions", envoy.url());
         // Warm-up: the connections and the first passes.

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use semantic_router::classify::cascade::{HeadQuery, LabelGroup};
 use semantic_router::classify::{
     Architecture, ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions,
-    HubOptions, ModelSource, Ranking, ServiceConfig, StaticModel, StaticTier, Tier,
+    HubOptions, ModelSource, Precision, Ranking, ServiceConfig, StaticModel, StaticTier, Tier,
     classify_report, tiny,
 };
 use tempfile::TempDir;
@@ -36,9 +36,15 @@ fn tiny_model(arch: Architecture, labels: Option<&[&str]>) -> (TempDir, PathBuf)
     (tmp, dir)
 }
 
+/// The encoder in `dir` at the default precision (int8 for BERT, f32 for the others).
 fn load(dir: &Path, max_tokens: usize) -> Encoder {
+    load_at(dir, max_tokens, Precision::default())
+}
+
+fn load_at(dir: &Path, max_tokens: usize, precision: Precision) -> Encoder {
     let options = EncoderOptions {
         max_tokens,
+        precision,
         ..EncoderOptions::default()
     };
     Encoder::load(dir, &options).expect("load encoder")
@@ -140,6 +146,41 @@ fn truncation_keeps_the_start_and_the_end() {
 fn a_budget_beyond_the_model_is_capped() {
     let (_tmp, dir) = tiny_model(Architecture::Bert, None);
     assert_eq!(load(&dir, 10_000).max_tokens(), tiny::MAX_POSITIONS);
+}
+
+/// The int8 body is BERT's: on the tiny model its embeddings and checkpoint head stay near
+/// f32's, batched or not; other architectures are served in f32 whatever is asked.
+#[test]
+fn the_int8_encoder_stays_near_f32_and_only_bert_takes_it() {
+    let texts = [
+        "hi",
+        "solve for x : two x plus three equals five",
+        "tell me about the weather today , please",
+    ];
+    let (_tmp, dir) = tiny_model(Architecture::Bert, Some(LABELS));
+    let exact = load_at(&dir, 64, Precision::F32);
+    let int8 = load_at(&dir, 64, Precision::Int8);
+    assert_eq!(exact.precision(), Precision::F32);
+    assert_eq!(int8.precision(), Precision::Int8);
+    let want = exact.encode(&texts).expect("f32");
+    let got = int8.encode(&texts).expect("int8");
+    for ((text, want), got) in texts.iter().zip(&want).zip(&got) {
+        let cosine = cosine(&want.embedding, &got.embedding);
+        assert!(cosine > 0.99, "{text:?}: cosine {cosine}");
+        let diff = max_diff(
+            want.class_probabilities.as_deref().expect("head"),
+            got.class_probabilities.as_deref().expect("head"),
+        );
+        assert!(diff < 0.05, "{text:?}: probabilities differ by {diff}");
+        assert_eq!((want.tokens, want.truncated), (got.tokens, got.truncated));
+    }
+    for arch in [Architecture::ModernBert, Architecture::DebertaV2] {
+        let (_tmp, dir) = tiny_model(arch, None);
+        assert_eq!(
+            load_at(&dir, 64, Precision::Int8).precision(),
+            Precision::F32
+        );
+    }
 }
 
 #[test]
@@ -751,7 +792,8 @@ async fn minilm_tells_math_from_greetings_by_example() {
 /// (the first row also matches sentence-transformers' published output).
 #[test]
 fn minilm_matches_reference_values() {
-    let encoder = load(&minilm_dir(), 256);
+    let encoder = load_at(&minilm_dir(), 256, Precision::F32);
+    let int8 = load(&minilm_dir(), 256);
     let references: [(&str, usize, [f32; 8]); 2] = [
         (
             "This is an example sentence",
@@ -770,10 +812,14 @@ fn minilm_matches_reference_values() {
     ];
     let texts: Vec<&str> = references.iter().map(|r| r.0).collect();
     let out = encoder.encode(&texts).expect("encode");
-    for ((text, tokens, want), got) in references.iter().zip(&out) {
+    let near = int8.encode(&texts).expect("int8");
+    for (((text, tokens, want), got), near) in references.iter().zip(&out).zip(&near) {
         assert_eq!(got.tokens, *tokens, "{text}");
         let diff = max_diff(&got.embedding[..8], want);
         assert!(diff < 1e-4, "{text}: {:?} vs {want:?}", &got.embedding[..8]);
+        // int8: the same direction to within a few degrees.
+        let cosine = cosine(&got.embedding, &near.embedding);
+        assert!(cosine > 0.99, "{text}: int8 cosine {cosine}");
     }
 }
 
@@ -956,7 +1002,12 @@ fn the_committed_heads_keep_their_recorded_figures() {
         "{} is missing: run `make tools` (hack/heads/prepare.sh)",
         held_out.display()
     );
-    let encoder = load(&minilm_dir(), semantic_router::classify::DEFAULT_MAX_TOKENS);
+    // Recorded on the exact (f32) embeddings they were trained on (hack/heads/train.sh).
+    let encoder = load_at(
+        &minilm_dir(),
+        semantic_router::classify::DEFAULT_MAX_TOKENS,
+        Precision::F32,
+    );
     // Batches of like lengths, as `eval` embeds them: a fraction of the padding.
     let store_dir = tempfile::tempdir().unwrap();
     let mut store = EmbeddingStore::open(store_dir.path(), &encoder).unwrap();
@@ -1015,6 +1066,50 @@ fn the_committed_heads_keep_their_recorded_figures() {
                 );
             }
         }
+    }
+}
+
+/// The default heads on the int8 encoder (the default) against the f32 embeddings they
+/// were trained on, over the hand-written realistic prompts: each head's verdicts agree on
+/// at least 95% of them and its accuracy moves by at most one prompt (the whole held-out
+/// sets, measured with `eval --precision`, are in the README).
+#[test]
+fn int8_keeps_the_default_heads_verdicts() {
+    use semantic_router::classify::Head;
+    use semantic_router::classify::dataset::Dataset;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exact = load_at(&minilm_dir(), 256, Precision::F32);
+    let int8 = load_at(&minilm_dir(), 256, Precision::Int8);
+    for name in ["category", "complexity", "jailbreak"] {
+        let head = Head::load(&root.join("heads/all-MiniLM-L6-v2").join(name)).expect("head");
+        let file = root.join(format!("hack/heads/realistic/{name}.jsonl"));
+        let data = Dataset::read_for(&file, head.labels()).unwrap();
+        let verdicts = |encoder: &Encoder| -> Vec<usize> {
+            data.texts()
+                .chunks(16)
+                .flat_map(|batch| encoder.encode(batch).expect("encode"))
+                .map(|out| {
+                    let p = head.probabilities(&out.embedding).expect("probabilities");
+                    (0..p.len()).fold(0, |best, i| if p[i] > p[best] { i } else { best })
+                })
+                .collect()
+        };
+        let (want, got) = (verdicts(&exact), verdicts(&int8));
+        let targets = data.targets();
+        let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
+        let right = |v: &[usize]| v.iter().zip(&targets).filter(|(a, b)| a == b).count();
+        assert!(
+            agree * 100 >= 95 * want.len(),
+            "{name}: int8 agrees with f32 on {agree} of {}",
+            want.len()
+        );
+        assert!(
+            right(&want).abs_diff(right(&got)) <= 1,
+            "{name}: {} right in f32, {} in int8",
+            right(&want),
+            right(&got)
+        );
     }
 }
 

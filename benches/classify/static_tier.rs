@@ -5,26 +5,29 @@ use std::time::{Duration, Instant};
 
 use semantic_router::classify::cascade::{CascadeConfig, HeadQuery};
 use semantic_router::classify::{
-    ClassifierService, DistillOptions, Encoder, EncoderOptions, Head, ServiceConfig, StaticModel,
-    StaticTier, Tier,
+    ClassifierService, DistillOptions, Encoder, EncoderOptions, Head, Precision, ServiceConfig,
+    StaticModel, StaticTier, Tier,
 };
 
 use crate::measure::{ms, percentile};
 use crate::texts::{Floor, Words};
 
-/// 3. The static tier (`.models/all-MiniLM-L6-v2-static`, distilled here when missing) against
-///    the bare forward at the same tokens; then the category cascade (the default head and its
-///    static twin) over the hand-written realistic prompts: latency and deferred share.
+/// 3. The int8 encoder (forward, pooling, normalisation) and the static tier
+///    (`.models/all-MiniLM-L6-v2-static`, distilled here when missing) against the bare f32
+///    forward at the same tokens; then the category cascade (the default head and its static
+///    twin, on the int8 encoder) over the hand-written realistic prompts: latency and deferred
+///    share.
 pub fn run(dir: &Path, floor: &Floor, words: &Words, runtime: &tokio::runtime::Runtime) {
     let static_dir = dir.with_file_name("all-MiniLM-L6-v2-static");
-    let encoder = Encoder::load(
-        dir,
-        &EncoderOptions {
+    let load = |precision| {
+        let options = EncoderOptions {
             max_tokens: 512,
+            precision,
             ..EncoderOptions::default()
-        },
-    )
-    .expect("load MiniLM");
+        };
+        Encoder::load(dir, &options).expect("load MiniLM")
+    };
+    let encoder = load(Precision::Int8);
     let model = match StaticModel::load(&static_dir) {
         Ok(model) => model,
         Err(_) => {
@@ -32,21 +35,29 @@ pub fn run(dir: &Path, floor: &Floor, words: &Words, runtime: &tokio::runtime::R
                 "\n(distilling {} first, about a minute)",
                 static_dir.display()
             );
-            let model =
-                StaticModel::distill(&encoder, &DistillOptions::default()).expect("distill");
+            let model = StaticModel::distill(&load(Precision::F32), &DistillOptions::default())
+                .expect("distill");
             model.save(&static_dir).expect("save the static model");
             model
         }
     };
     println!(
-        "\n== static tier ({} dims) vs bare forward, batch 1 ==",
+        "\n== int8 encoder and static tier ({} dims) vs bare f32 forward, batch 1 ==",
         model.dimension()
     );
     println!(
-        "{:>6} | {:>10} {:>10} | {:>10} {:>10} | {:>8}",
-        "tokens", "floor p50", "floor p99", "static p50", "static p99", "x p50"
+        "{:>6} | {:>10} {:>10} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>8}",
+        "tokens",
+        "floor p50",
+        "floor p99",
+        "int8 p50",
+        "int8 p99",
+        "x p50",
+        "static p50",
+        "static p99",
+        "x p50"
     );
-    for (tokens, floor_n) in [(16, 40), (64, 30), (128, 20), (512, 8)] {
+    for (tokens, floor_n) in [(16, 40), (64, 30), (128, 20), (512, 12)] {
         let texts: Vec<String> = (0..200).map(|_| words.text(&encoder, tokens)).collect();
         let mut fast: Vec<Duration> = texts
             .iter()
@@ -56,21 +67,29 @@ pub fn run(dir: &Path, floor: &Floor, words: &Words, runtime: &tokio::runtime::R
                 started.elapsed()
             })
             .collect();
-        let mut bare: Vec<Duration> = texts[..floor_n]
-            .iter()
-            .map(|t| {
-                let ids = encoder.tokenize(t).expect("tokenize").ids;
-                let started = Instant::now();
-                floor.embed(&ids);
-                started.elapsed()
-            })
-            .collect();
+        // Alternating, so that machine noise hits both alike.
+        let (mut bare, mut int8) = (Vec::new(), Vec::new());
+        for t in &texts[..floor_n] {
+            let tokens = encoder.tokenize(t).expect("tokenize");
+            let started = Instant::now();
+            floor.embed(&tokens.ids);
+            bare.push(started.elapsed());
+            let started = Instant::now();
+            encoder
+                .encode_tokens(std::slice::from_ref(&tokens))
+                .expect("int8 forward");
+            int8.push(started.elapsed());
+        }
         let (f50, f99) = (percentile(&mut bare, 0.5), percentile(&mut bare, 0.99));
+        let (i50, i99) = (percentile(&mut int8, 0.5), percentile(&mut int8, 0.99));
         let (s50, s99) = (percentile(&mut fast, 0.5), percentile(&mut fast, 0.99));
         println!(
-            "{tokens:>6} | {:>10} {:>10} | {:>10} {:>10} | {:>7.0}x",
+            "{tokens:>6} | {:>10} {:>10} | {:>10} {:>10} {:>6.2}x | {:>10} {:>10} {:>7.0}x",
             ms(f50),
             ms(f99),
+            ms(i50),
+            ms(i99),
+            f50.as_secs_f64() / i50.as_secs_f64(),
             ms(s50),
             ms(s99),
             f50.as_secs_f64() / s50.as_secs_f64()

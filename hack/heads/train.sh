@@ -21,7 +21,9 @@ bash hack/heads/prepare.sh
 cargo build --release --quiet --bin semantic-router
 BIN=target/release/semantic-router
 [ -f "$STATIC/static.json" ] || "$BIN" distill --encoder "$ENCODER" --out "$STATIC"
-common=(--encoder "$ENCODER" --embedding-cache .heads-cache/embeddings --static-model "$STATIC")
+# The heads are trained and recorded on the encoder's exact (f32) embeddings; the router
+# serves them on int8 by default (README, "The int8 encoder", gives the deltas).
+common=(--encoder "$ENCODER" --precision f32 --embedding-cache .heads-cache/embeddings --static-model "$STATIC")
 positive() { case $1 in jailbreak) echo jailbreak ;; complexity) echo reasoning ;; *) ;; esac; }
 for head in category complexity jailbreak; do
   pos=$(positive "$head")

@@ -6,11 +6,15 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{bert, debertav2, modernbert};
 
 use super::config::ArchConfig;
+use super::encoder::Precision;
+use super::int8::Int8Body;
 use super::tokenize::PaddedBatch;
 
 /// One encoder body.
 pub(crate) enum Backbone {
     Bert(bert::BertModel),
+    /// BERT with int8 linear layers.
+    Int8Bert(Box<Int8Body>),
     ModernBert(modernbert::ModernBert),
     DebertaV2 {
         model: Box<debertav2::DebertaV2Model>,
@@ -31,12 +35,26 @@ pub(crate) fn body_prefix(vb: &VarBuilder, arch: &ArchConfig) -> Option<&'static
 }
 
 impl Backbone {
-    /// Builds the body from the checkpoint's tensors.
-    pub fn load(vb: &VarBuilder<'static>, arch: &ArchConfig) -> Result<Self> {
+    /// Builds the body from the checkpoint's tensors; with `int8`, a BERT body's linear
+    /// layers are quantised (other architectures stay f32, with a warning).
+    pub fn load(vb: &VarBuilder<'static>, arch: &ArchConfig, int8: bool) -> Result<Self> {
         let prefix = body_prefix(vb, arch);
         Ok(match arch {
+            ArchConfig::Bert(c) if int8 => {
+                let body = match prefix {
+                    Some(p) => vb.pp(p),
+                    None => vb.clone(),
+                };
+                Self::Int8Bert(Box::new(Int8Body::load(&body, c)?))
+            }
             // BertModel finds a `bert.` prefix itself.
             ArchConfig::Bert(c) => Self::Bert(bert::BertModel::load(vb.clone(), c)?),
+            ArchConfig::ModernBert(_) | ArchConfig::DebertaV2(_) if int8 => {
+                tracing::warn!(
+                    "the int8 encoder supports BERT-family models; this one runs in f32"
+                );
+                Self::load(vb, arch, false)?
+            }
             ArchConfig::ModernBert(c) => {
                 // candle's ModernBert always reads `model.*`; map an unprefixed checkpoint.
                 let vb = if prefix.is_some() {
@@ -61,10 +79,19 @@ impl Backbone {
         })
     }
 
+    /// The arithmetic of its linear layers.
+    pub fn precision(&self) -> Precision {
+        match self {
+            Self::Int8Bert(_) => Precision::Int8,
+            Self::Bert(_) | Self::ModernBert(_) | Self::DebertaV2 { .. } => Precision::F32,
+        }
+    }
+
     /// Hidden states `[batch, longest, hidden]` of a padded batch.
     pub fn forward(&self, batch: &PaddedBatch) -> Result<Tensor> {
         match self {
             Self::Bert(m) => m.forward(&batch.ids, &batch.type_ids, Some(&batch.mask)),
+            Self::Int8Bert(m) => m.forward(&batch.ids, &batch.type_ids, &batch.mask),
             Self::ModernBert(m) => m.forward(&batch.ids, &batch.mask),
             Self::DebertaV2 { model, type_ids } => {
                 let types = type_ids.then(|| batch.type_ids.clone());

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::encoder::{Encoder, EncoderOptions};
+use super::encoder::{Encoder, EncoderOptions, Precision};
 use super::heads_cli::HeadsError;
 use super::hub::{HubOptions, ModelSource};
 use super::static_model::{DistillOptions, StaticModel};
@@ -38,7 +38,14 @@ impl DistillArgs {
     /// Distills the encoder, writes the model and returns a summary.
     pub fn run(&self) -> Result<String, HeadsError> {
         let dir = self.encoder.resolve(&HubOptions::from_env())?;
-        let encoder = Encoder::load(&dir, &EncoderOptions::default())?;
+        // Distilled once, offline: from the checkpoint's exact arithmetic.
+        let encoder = Encoder::load(
+            &dir,
+            &EncoderOptions {
+                precision: Precision::F32,
+                ..EncoderOptions::default()
+            },
+        )?;
         let started = Instant::now();
         let model = StaticModel::distill(
             &encoder,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use super::encoder::Encoder;
+use super::encoder::{Encoder, Precision};
 use super::error::{ClassifyError, Result};
 
 /// Texts encoded per forward pass while filling the store.
@@ -212,6 +212,10 @@ pub(crate) fn encoder_key(encoder: &Encoder) -> Result<String> {
     // How a long text is cut (keeping head and tail) decides its embedding too.
     hash.update(b"head-and-tail truncation");
     hash.update((encoder.dimension() as u64).to_le_bytes());
+    // int8 embeddings differ from f32 ones; an f32 key stays as it was.
+    if encoder.precision() == Precision::Int8 {
+        hash.update(b"int8");
+    }
     let digest = hash.finalize();
     Ok(digest[..12].iter().map(|b| format!("{b:02x}")).collect())
 }

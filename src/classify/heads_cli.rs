@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::cascade::{CASCADE_FILE, CascadeConfig, Judged, choose_margin, margin};
 use super::dataset::{Dataset, DatasetError};
 use super::embedding_store::EmbeddingStore;
-use super::encoder::{Encoder, EncoderOptions};
+use super::encoder::{Encoder, EncoderOptions, Precision};
 use super::error::{ClassifyError, Result as ClassifyResult};
 use super::evaluate::{Evaluation, argmax};
 use super::head::Head;
@@ -69,6 +69,9 @@ pub struct EncoderArgs {
     /// Longest text the encoder reads, in tokens (as `run --classify-max-tokens`).
     #[arg(long, default_value_t = super::DEFAULT_MAX_TOKENS)]
     pub max_tokens: usize,
+    /// Arithmetic of the encoder's linear layers (as `run --classify-precision`).
+    #[arg(long, value_enum, default_value_t = Precision::default())]
+    pub precision: Precision,
     /// Where embeddings are kept between runs, per encoder and text (a second run over the
     /// same texts never runs the encoder).
     #[arg(long, value_name = "DIR", env = "SR_EMBEDDING_CACHE", default_value_os_t = default_cache())]
@@ -244,6 +247,7 @@ impl EncoderArgs {
             &dir,
             &EncoderOptions {
                 max_tokens: self.max_tokens,
+                precision: self.precision,
                 ..EncoderOptions::default()
             },
         )?;

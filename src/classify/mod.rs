@@ -8,6 +8,8 @@
 //!
 //! - [`encoder`]: load a model folder (BERT/MiniLM, ModernBERT, DeBERTa-v2), tokenize with a
 //!   token budget, forward, mean-pool, L2-normalise.
+//! - `int8`: a BERT body on the int8 encoder (crate `semantic-router-int8`), the default
+//!   [`Precision`] on the CPU.
 //! - [`hub`]: a model named by its Hugging Face Hub id, from the local Hub cache or
 //!   downloaded into it.
 //! - [`head`]: our own linear / one-hidden-layer heads stored as `head.safetensors` +
@@ -37,6 +39,7 @@ pub mod evaluate;
 pub mod head;
 pub mod heads_cli;
 pub mod hub;
+mod int8;
 pub mod metrics;
 mod pca;
 mod pooling;
@@ -52,7 +55,7 @@ pub mod train;
 pub use cli::classify_report;
 pub use config::Architecture;
 pub use device::default_device;
-pub use encoder::{Encoder, EncoderOptions, EncoderOutput};
+pub use encoder::{Encoder, EncoderOptions, EncoderOutput, Precision};
 pub use error::{ClassifyError, Result};
 pub use head::Head;
 pub use hub::{HubOptions, ModelSource};

@@ -15,7 +15,7 @@ use super::examples::ExampleIndex;
 use crate::classify::cascade::{CASCADE_FILE, CascadeConfig, HeadQuery, LabelGroup};
 use crate::classify::{
     Analysis, ClassifierService, ClassifyError, DistillOptions, Encoder, EncoderOptions, Head,
-    ServiceConfig, StaticModel, StaticTier, Tier,
+    Precision, ServiceConfig, StaticModel, StaticTier, Tier,
 };
 use crate::routing::{
     ModelCapabilities, ModelFindings, ModelSignals, Route, RoutingTable, SharedTable, SignalKind,
@@ -54,6 +54,8 @@ pub struct ModelFiles {
     pub encoder: PathBuf,
     /// Longest prompt the encoder reads, in tokens.
     pub max_tokens: usize,
+    /// Arithmetic of the encoder's linear layers.
+    pub precision: Precision,
     /// Head behind `category` signals.
     pub category_head: Option<PathBuf>,
     /// Head behind `classifier: complexity` signals.
@@ -105,6 +107,7 @@ impl CandleSignals {
             &files.encoder,
             &EncoderOptions {
                 max_tokens: files.max_tokens,
+                precision: files.precision,
                 ..EncoderOptions::default()
             },
         )?;
@@ -389,6 +392,7 @@ mod tests {
         ModelFiles {
             encoder,
             max_tokens: 64,
+            precision: Precision::F32,
             category_head: None,
             complexity_head: None,
             jailbreak_head: None,

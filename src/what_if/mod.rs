@@ -112,6 +112,7 @@ impl PolicyArgs {
         let files = ModelFiles {
             encoder: encoder.encoder.resolve(&HubOptions::from_env())?,
             max_tokens: encoder.max_tokens,
+            precision: encoder.precision,
             category_head: self.category_head.clone(),
             complexity_head: self.complexity_head.clone(),
             jailbreak_head: self.jailbreak_head.clone(),

@@ -1,0 +1,133 @@
+//! Elementwise functions and sums of the forward pass without libm calls, so the compiler
+//! can vectorise the loops that use them.
+
+use crate::LANES;
+
+/// `e^x`, relative error below 2e-7 over the range softmax uses (x ≤ 0) and beyond.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // e^x = 2^n · 2^f with n an integer and |f| ≤ 1/2.
+    let t = x * std::f32::consts::LOG2_E;
+    let n = (t + 0.5f32.copysign(t)) as i32 as f32;
+    let f = t - n;
+    // 2^f by its Taylor series in f·ln 2, to the 7th power.
+    let y = f * std::f32::consts::LN_2;
+    let p = 1.0
+        + y * (1.0
+            + y * (0.5
+                + y * (1.0 / 6.0
+                    + y * (1.0 / 24.0
+                        + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)`, absolute error below 2e-6 in f32 (Abramowitz and Stegun 7.1.28: 3e-7 exact).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let p = 1.0
+        + a * (0.070_523_08
+            + a * (0.042_282_01
+                + a * (0.009_270_527
+                    + a * (0.000_152_014_3 + a * (0.000_276_567_2 + a * 0.000_043_063_8)))));
+    let p2 = p * p;
+    let p4 = p2 * p2;
+    let p8 = p4 * p4;
+    let p16 = p8 * p8;
+    (1.0 - 1.0 / p16).copysign(x)
+}
+
+/// GELU as BERT defines it: `x · Φ(x)` with the exact (erf) normal CDF.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's tanh approximation, for checkpoints that ask for it (`gelu_new`).
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    // tanh(u) = 1 - 2 / (e^{2u} + 1)
+    let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+    let tanh = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+    0.5 * x * (1.0 + tanh)
+}
+
+/// `Σ x`, in [`LANES`] separate sums so that the compiler may vectorise it.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut lanes = [0f32; LANES];
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// `Σ x²`, as [`sum`].
+#[inline(always)]
+pub fn sum_of_squares(x: &[f32]) -> f32 {
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut lanes = [0f32; LANES];
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v * v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>()
+}
+
+/// `x += y`, elementwise.
+#[inline(always)]
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_match_the_standard_library() {
+        for i in -2000..=2000 {
+            let x = i as f32 / 100.0;
+            let (got, want) = (exp(x), x.exp());
+            assert!(
+                (got - want).abs() <= 2e-6 * want,
+                "exp({x}): {got} vs {want}"
+            );
+            if x.abs() <= 3.0 {
+                let want = series_erf(f64::from(x));
+                assert!((f64::from(erf(x)) - want).abs() < 2e-6, "erf({x})");
+            } else {
+                // erf(3) = 0.999_977_9 and erf only grows towards 1 beyond it.
+                assert!((0.999_977..=1.0).contains(&erf(x).abs()), "erf({x})");
+            }
+        }
+        assert_eq!(exp(-200.0), exp(-87.0));
+    }
+
+    #[test]
+    fn gelu_is_x_times_the_normal_cdf() {
+        assert_eq!(gelu(0.0), 0.0);
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu(-1.0) + 0.158_655_3).abs() < 1e-6);
+        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+    }
+
+    /// erf by its Taylor series, exact to f64 rounding for |x| ≤ 3.
+    fn series_erf(x: f64) -> f64 {
+        // erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+}
