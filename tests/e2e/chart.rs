@@ -370,6 +370,11 @@ fn router_deployment_wires_health_grace_and_election() {
         !args.contains(&"--no-leader-election".to_owned()),
         "{args:?}"
     );
+    // The encoder runs int8 unless the values ask for f32.
+    assert!(
+        args.contains(&"--classify-precision=int8".to_owned()),
+        "{args:?}"
+    );
     // preStop sleep + the router's grace + 5 s to exit.
     assert_eq!(pod["terminationGracePeriodSeconds"], 37);
     assert_eq!(router["lifecycle"]["preStop"]["sleep"]["seconds"], 7);
@@ -588,6 +593,10 @@ fn schema_rejects_bad_values_with_the_path() {
             &["/replicaCount", "maximum"],
         ),
         (&["encoder.model=not a model id"], &["/encoder/model"]),
+        (
+            &["encoder.classify.precision=int4"],
+            &["/encoder/classify/precision"],
+        ),
         (&["ports.admin=70000"], &["/ports/admin", "maximum"]),
         (&["router.logFormat=xml"], &["/router/logFormat"]),
         (
