@@ -176,6 +176,14 @@ fn dot_products(a: &[u8], w: &[i8], padded: usize, out: &mut impl Sink) {
 trait Sink {
     fn outputs(&self) -> usize;
     fn put(&mut self, row: usize, output: usize, sum: i32);
+
+    /// `TILE` neighbouring outputs of a row at once.
+    #[inline(always)]
+    fn put_row(&mut self, row: usize, first: usize, sums: &[i32; TILE]) {
+        for (c, sum) in sums.iter().enumerate() {
+            self.put(row, first + c, *sum);
+        }
+    }
 }
 
 impl Sink for Output<'_> {
@@ -187,6 +195,19 @@ impl Sink for Output<'_> {
     #[inline(always)]
     fn put(&mut self, row: usize, output: usize, sum: i32) {
         Output::put(self, row, output, sum);
+    }
+
+    #[inline(always)]
+    fn put_row(&mut self, row: usize, first: usize, sums: &[i32; TILE]) {
+        let layer = self.layer;
+        let Range { min, step } = self.ranges[row];
+        let out = &mut self.values[row * layer.outputs + first..][..TILE];
+        let weight_sums = &layer.sums[first..][..TILE];
+        let scales = &layer.scales[first..][..TILE];
+        let bias = &layer.bias[first..][..TILE];
+        for c in 0..TILE {
+            out[c] = (step * sums[c] as f32 + min * weight_sums[c] as f32) * scales[c] + bias[c];
+        }
     }
 }
 
@@ -220,17 +241,13 @@ fn tiled<T: Tile>(kernel: T, a: &[u8], w: &[i8], padded: usize, out: &mut impl S
                         std::array::from_fn(|c| w_row(j + c)),
                     );
                     for (r, sums) in sums.iter().enumerate() {
-                        for (c, sum) in sums.iter().enumerate() {
-                            out.put(i + r, j + c, *sum);
-                        }
+                        out.put_row(i + r, j, sums);
                     }
                 }
                 (false, true) => {
                     let [sums] =
                         kernel.tile::<1, TILE>([a_row(i)], std::array::from_fn(|c| w_row(j + c)));
-                    for (c, sum) in sums.iter().enumerate() {
-                        out.put(i, j + c, *sum);
-                    }
+                    out.put_row(i, j, &sums);
                 }
                 (true, false) => {
                     let sums =
@@ -264,7 +281,12 @@ impl Tile for Avx512 {
     ) -> [[i32; NR]; MR] {
         use pulp::x86::V4;
         let V4 {
-            avx512f, avx512bw, ..
+            sse2,
+            avx,
+            avx2,
+            avx512f,
+            avx512bw,
+            ..
         } = self.0;
         let ones = avx512f._mm512_set1_epi16(1);
         let mut acc = [[avx512f._mm512_setzero_si512(); NR]; MR];
@@ -282,9 +304,37 @@ impl Tile for Avx512 {
         }
         let mut sums = [[0i32; NR]; MR];
         for (sums, acc) in sums.iter_mut().zip(&acc) {
-            for (sum, v) in sums.iter_mut().zip(acc) {
-                let lanes: [i32; 16] = pulp::cast(*v);
-                *sum = lanes.iter().sum();
+            if let (Ok(four), Ok(out)) = (
+                <&[_; 4]>::try_from(&acc[..]),
+                <&mut [i32; 4]>::try_from(&mut sums[..]),
+            ) {
+                // Four sums at once: interleave and add, then fold the 128-bit lanes.
+                let [a, b, c, d] = *four;
+                let ab = avx512f._mm512_add_epi32(
+                    avx512f._mm512_unpacklo_epi32(a, b),
+                    avx512f._mm512_unpackhi_epi32(a, b),
+                );
+                let cd = avx512f._mm512_add_epi32(
+                    avx512f._mm512_unpacklo_epi32(c, d),
+                    avx512f._mm512_unpackhi_epi32(c, d),
+                );
+                let abcd = avx512f._mm512_add_epi32(
+                    avx512f._mm512_unpacklo_epi64(ab, cd),
+                    avx512f._mm512_unpackhi_epi64(ab, cd),
+                );
+                let half = avx2._mm256_add_epi32(
+                    avx512f._mm512_castsi512_si256(abcd),
+                    avx512f._mm512_extracti64x4_epi64::<1>(abcd),
+                );
+                *out = pulp::cast(sse2._mm_add_epi32(
+                    avx._mm256_castsi256_si128(half),
+                    avx2._mm256_extracti128_si256::<1>(half),
+                ));
+            } else {
+                for (sum, v) in sums.iter_mut().zip(acc) {
+                    let lanes: [i32; 16] = pulp::cast(*v);
+                    *sum = lanes.iter().sum();
+                }
             }
         }
         sums
@@ -303,7 +353,9 @@ impl Tile for Avx2 {
         a: [&[u8]; MR],
         w: [&[i8]; NR],
     ) -> [[i32; NR]; MR] {
-        let V3 { avx, avx2, .. } = self.0;
+        let V3 {
+            sse2, avx, avx2, ..
+        } = self.0;
         let ones = avx._mm256_set1_epi16(1);
         let mut acc = [[avx._mm256_setzero_si256(); NR]; MR];
         let a = a.map(|row| row.as_chunks::<32>().0);
@@ -320,9 +372,33 @@ impl Tile for Avx2 {
         }
         let mut sums = [[0i32; NR]; MR];
         for (sums, acc) in sums.iter_mut().zip(&acc) {
-            for (sum, v) in sums.iter_mut().zip(acc) {
-                let lanes: [i32; 8] = pulp::cast(*v);
-                *sum = lanes.iter().sum();
+            if let (Ok(four), Ok(out)) = (
+                <&[_; 4]>::try_from(&acc[..]),
+                <&mut [i32; 4]>::try_from(&mut sums[..]),
+            ) {
+                // As the AVX-512 kernel does, on two 128-bit lanes.
+                let [a, b, c, d] = *four;
+                let ab = avx2._mm256_add_epi32(
+                    avx2._mm256_unpacklo_epi32(a, b),
+                    avx2._mm256_unpackhi_epi32(a, b),
+                );
+                let cd = avx2._mm256_add_epi32(
+                    avx2._mm256_unpacklo_epi32(c, d),
+                    avx2._mm256_unpackhi_epi32(c, d),
+                );
+                let abcd = avx2._mm256_add_epi32(
+                    avx2._mm256_unpacklo_epi64(ab, cd),
+                    avx2._mm256_unpackhi_epi64(ab, cd),
+                );
+                *out = pulp::cast(sse2._mm_add_epi32(
+                    avx._mm256_castsi256_si128(abcd),
+                    avx2._mm256_extracti128_si256::<1>(abcd),
+                ));
+            } else {
+                for (sum, v) in sums.iter_mut().zip(acc) {
+                    let lanes: [i32; 8] = pulp::cast(*v);
+                    *sum = lanes.iter().sum();
+                }
             }
         }
         sums
