@@ -154,3 +154,75 @@ fn weighted_rows(weights: [&[f32]; GROUP], rows: &[f32], stride: usize) -> [[f32
     }
     sums
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention as the textbook writes it, one query and one head at a time.
+    fn naive(
+        qkv: &[f32],
+        hidden: usize,
+        heads: usize,
+        lengths: &[usize],
+        longest: usize,
+    ) -> Vec<f32> {
+        let size = hidden / heads;
+        let mut out = vec![0f32; lengths.len() * longest * hidden];
+        for (text, &length) in lengths.iter().enumerate() {
+            let token = |t: usize| &qkv[(text * longest + t) * 3 * hidden..][..3 * hidden];
+            for head in 0..heads {
+                let o = head * size;
+                for i in 0..longest {
+                    let q = &token(i)[o..][..size];
+                    let scores: Vec<f32> = (0..length)
+                        .map(|t| {
+                            let k = &token(t)[hidden + o..][..size];
+                            q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (size as f32).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f32 = e.iter().sum();
+                    for d in 0..size {
+                        out[(text * longest + i) * hidden + o + d] = (0..length)
+                            .map(|t| e[t] / total * token(t)[2 * hidden + o + d])
+                            .sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_textbook_for_padded_texts_and_odd_sizes() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        // 40 tokens: several query groups and key chunks; 2 x 20 heads: a size with a tail.
+        for (hidden, heads, lengths, longest) in [
+            (64, 2, vec![40, 13], 40),
+            (40, 2, vec![5, 1, 9], 9),
+            (32, 1, vec![17], 17),
+            (384, 12, vec![11], 11),
+            (384, 12, vec![100, 60], 100),
+        ] {
+            let qkv: Vec<f32> = (0..lengths.len() * longest * 3 * hidden)
+                .map(|_| 3.0 * next())
+                .collect();
+            let got = attention(&qkv, hidden, heads, &lengths, longest);
+            let want = naive(&qkv, hidden, heads, &lengths, longest);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{g} vs {w} ({hidden}, {heads}, {lengths:?})"
+                );
+            }
+        }
+    }
+}

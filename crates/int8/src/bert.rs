@@ -254,12 +254,11 @@ impl Int8Bert {
             let mut attended = layer.attention_output.forward(&context);
             add(&mut attended, &x);
             layer.attention_norm.apply(&mut attended);
-            let mut inner = layer.intermediate.forward(&attended);
-            match self.shape.activation {
-                Activation::Gelu => inner.iter_mut().for_each(|v| *v = gelu(*v)),
-                Activation::GeluTanh => inner.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
-                Activation::Relu => inner.iter_mut().for_each(|v| *v = v.max(0.0)),
-            }
+            let inner = match self.shape.activation {
+                Activation::Gelu => layer.intermediate.forward_map(&attended, gelu),
+                Activation::GeluTanh => layer.intermediate.forward_map(&attended, gelu_tanh),
+                Activation::Relu => layer.intermediate.forward_map(&attended, |v| v.max(0.0)),
+            };
             x = layer.output.forward(&inner);
             add(&mut x, &attended);
             layer.output_norm.apply(&mut x);

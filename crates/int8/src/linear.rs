@@ -80,6 +80,16 @@ impl Int8Linear {
     /// `input` is `rows × inputs`; returns `rows × outputs`. Rows are split across rayon's
     /// threads when there are enough of them.
     pub fn forward(&self, input: &[f32]) -> Vec<f32> {
+        self.forward_map(input, |y| y)
+    }
+
+    /// [`Self::forward`] with `map` applied to each output as it is written (an activation:
+    /// no second pass over a large output).
+    pub fn forward_map(
+        &self,
+        input: &[f32],
+        map: impl Fn(f32) -> f32 + Copy + Send + Sync,
+    ) -> Vec<f32> {
         let rows = input.len() / self.inputs;
         let mut out = vec![0f32; rows * self.outputs];
         let per_task = rows
@@ -87,14 +97,15 @@ impl Int8Linear {
             .max(ROWS_PER_TASK);
         out.par_chunks_mut(per_task * self.outputs)
             .zip(input.par_chunks(per_task * self.inputs))
-            .for_each(|(out, input)| self.forward_rows(input, out));
+            .for_each(|(out, input)| self.forward_rows(input, out, map));
         out
     }
 
-    /// One task's rows of [`Self::forward`].
-    fn forward_rows(&self, input: &[f32], out: &mut [f32]) {
+    /// One task's rows of [`Self::forward_map`].
+    fn forward_rows(&self, input: &[f32], out: &mut [f32], map: impl Fn(f32) -> f32) {
         let (bytes, ranges) = quantise_rows(input, self.inputs, self.padded);
         let mut output = Output {
+            map,
             values: out,
             ranges: &ranges,
             layer: self,
@@ -107,20 +118,22 @@ impl Int8Linear {
 const ROWS_PER_TASK: usize = 8;
 
 /// Where the integer sums go: scaled back to floats, bias added.
-struct Output<'a> {
+struct Output<'a, F> {
+    map: F,
     values: &'a mut [f32],
     ranges: &'a [Range],
     layer: &'a Int8Linear,
 }
 
-impl Output<'_> {
+impl<F: Fn(f32) -> f32> Output<'_, F> {
     #[inline(always)]
     fn put(&mut self, row: usize, output: usize, sum: i32) {
         let layer = self.layer;
         let Range { min, step } = self.ranges[row];
-        self.values[row * layer.outputs + output] =
+        self.values[row * layer.outputs + output] = (self.map)(
             (step * sum as f32 + min * layer.sums[output] as f32) * layer.scales[output]
-                + layer.bias[output];
+                + layer.bias[output],
+        );
     }
 }
 
@@ -186,7 +199,7 @@ trait Sink {
     }
 }
 
-impl Sink for Output<'_> {
+impl<F: Fn(f32) -> f32> Sink for Output<'_, F> {
     #[inline(always)]
     fn outputs(&self) -> usize {
         self.layer.outputs
@@ -206,7 +219,9 @@ impl Sink for Output<'_> {
         let scales = &layer.scales[first..][..TILE];
         let bias = &layer.bias[first..][..TILE];
         for c in 0..TILE {
-            out[c] = (step * sums[c] as f32 + min * weight_sums[c] as f32) * scales[c] + bias[c];
+            out[c] = (self.map)(
+                (step * sums[c] as f32 + min * weight_sums[c] as f32) * scales[c] + bias[c],
+            );
         }
     }
 }
