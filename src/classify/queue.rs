@@ -1,7 +1,8 @@
 //! The bounded queue in front of the encoder and the OS threads that drain it in batches.
 //!
 //! Callers push a [`Job`] and wait on its one-shot channel; a full queue refuses the job at
-//! once. A worker takes the oldest job, waits until `max_wait` after that job arrived or the
+//! once, and so does one whose deadline the queue ahead of it would overrun (judged from the
+//! recent time per text), so that its caller can fall back at once instead of at the deadline. A worker takes the oldest job, waits until `max_wait` after that job arrived or the
 //! worker became free, whichever is later (or until `max_batch` jobs are queued), skips jobs whose caller has gone or whose deadline passed,
 //! tokenizes the rest, and runs them in as few forward passes as padding allows: texts are
 //! sorted by length and a pass never pads a text to more than twice its length.
@@ -34,27 +35,49 @@ pub(crate) struct Job {
 struct State {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Moving average of the encoder's seconds per text over recent passes; 0 before any.
+    seconds_per_text: f64,
 }
+
+/// Weight of the newest pass in [`State::seconds_per_text`].
+const RECENT: f64 = 0.2;
 
 /// A bounded FIFO of jobs shared by the callers and the workers.
 pub(crate) struct BatchQueue {
     state: Mutex<State>,
     ready: Condvar,
     capacity: usize,
+    workers: usize,
     metrics: ClassifierMetrics,
 }
 
 impl BatchQueue {
-    pub fn new(capacity: usize, metrics: ClassifierMetrics) -> Self {
+    pub fn new(capacity: usize, workers: usize, metrics: ClassifierMetrics) -> Self {
         Self {
             state: Mutex::new(State {
                 jobs: VecDeque::with_capacity(capacity),
                 closed: false,
+                seconds_per_text: 0.0,
             }),
             ready: Condvar::new(),
             capacity,
+            workers: workers.max(1),
             metrics,
         }
+    }
+
+    /// Notes that a forward pass over `texts` texts took `elapsed`.
+    pub fn record(&self, texts: usize, elapsed: Duration) {
+        if texts == 0 {
+            return;
+        }
+        let per_text = elapsed.as_secs_f64() / texts as f64;
+        let mut state = self.lock();
+        state.seconds_per_text = if state.seconds_per_text == 0.0 {
+            per_text
+        } else {
+            RECENT * per_text + (1.0 - RECENT) * state.seconds_per_text
+        };
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -74,6 +97,16 @@ impl BatchQueue {
                 return Err(ClassifyError::Overloaded {
                     capacity: self.capacity,
                 });
+            }
+        }
+        if let Some(deadline) = job.deadline
+            && state.seconds_per_text > 0.0
+        {
+            // The jobs ahead and this one, shared by the workers, at the recent pace.
+            let ahead =
+                (state.jobs.len() + 1) as f64 * state.seconds_per_text / self.workers as f64;
+            if Instant::now() + Duration::from_secs_f64(ahead) > deadline {
+                return Err(ClassifyError::DeadlineExceeded);
             }
         }
         state.jobs.push_back(job);
@@ -244,6 +277,7 @@ impl Worker {
                         "encoder panicked: {what}"
                     ))))
                 });
+            self.queue.record(tokens.len(), started.elapsed());
             self.metrics
                 .inference_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -314,8 +348,31 @@ mod tests {
     }
 
     #[test]
+    fn refuses_at_once_a_deadline_the_queue_ahead_would_overrun() {
+        let queue = BatchQueue::new(64, 2, ClassifierMetrics::default());
+        let soon = || Some(Instant::now() + Duration::from_millis(200));
+        // No pass measured yet: nothing to judge by, so everything is taken.
+        let (first, _r1) = job(key(), soon());
+        queue.push(first).expect("no pace known yet");
+        // 50 ms a text over two workers: 9 jobs ahead of a tenth take 250 ms.
+        queue.record(4, Duration::from_millis(200));
+        for _ in 0..8 {
+            let (waiting, rx) = job(key(), None);
+            queue.push(waiting).expect("no deadline, no judgement");
+            std::mem::forget(rx);
+        }
+        let (late, _r2) = job(key(), soon());
+        let err = queue
+            .push(late)
+            .expect_err("it would wait past its deadline");
+        assert_eq!(err.kind(), "deadline_exceeded");
+        let (patient, _r3) = job(key(), Some(Instant::now() + Duration::from_secs(1)));
+        queue.push(patient).expect("a second is enough");
+    }
+
+    #[test]
     fn refuses_when_full_but_makes_room_from_gone_callers() {
-        let queue = BatchQueue::new(2, ClassifierMetrics::default());
+        let queue = BatchQueue::new(2, 1, ClassifierMetrics::default());
         let (a, _ra) = job(key(), None);
         let (b, rb) = job(key(), None);
         let (c, _rc) = job(key(), None);
@@ -331,7 +388,7 @@ mod tests {
     #[test]
     fn batches_after_max_wait_and_answers_expired_jobs() {
         let metrics = ClassifierMetrics::default();
-        let queue = BatchQueue::new(8, metrics.clone());
+        let queue = BatchQueue::new(8, 1, metrics.clone());
         let (live, _r1) = job(key(), None);
         let (expired, mut r2) = job(key(), Some(Instant::now()));
         queue.push(live).expect("live");

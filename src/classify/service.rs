@@ -266,7 +266,11 @@ impl ClassifierService {
         }
         let metrics = ClassifierMetrics::default();
         let encoder = Arc::new(encoder);
-        let queue = Arc::new(BatchQueue::new(config.queue_capacity, metrics.clone()));
+        let queue = Arc::new(BatchQueue::new(
+            config.queue_capacity,
+            config.workers,
+            metrics.clone(),
+        ));
         let cache = Arc::new(EmbeddingCache::new(config.cache_capacity));
         for i in 0..config.workers {
             let worker = Worker {
