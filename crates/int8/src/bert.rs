@@ -4,7 +4,7 @@
 
 use crate::attention::attention;
 use crate::linear::Int8Linear;
-use crate::math::{add, gelu, gelu_tanh, sum, sum_of_squares};
+use crate::math::{add, gelu, gelu_tanh, sum, sum_map};
 
 /// The sizes and choices of a BERT body, as its `config.json` gives them.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +116,7 @@ impl LayerNorm {
         for row in x.chunks_mut(self.weight.len()) {
             let mean = sum(row) / n;
             row.iter_mut().for_each(|v| *v -= mean);
-            let inverse = 1.0 / (sum_of_squares(row) / n + self.eps).sqrt();
+            let inverse = 1.0 / (sum_map(row, |v| v * v) / n + self.eps).sqrt();
             for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
                 *v = *v * inverse * w + b;
             }

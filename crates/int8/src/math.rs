@@ -53,30 +53,23 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh)
 }
 
-/// `Σ x`, in [`LANES`] separate sums so that the compiler may vectorise it.
+/// `Σ f(x)`, in [`LANES`] separate sums so that the compiler may vectorise it.
 #[inline(always)]
-pub fn sum(x: &[f32]) -> f32 {
+pub fn sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let (chunks, tail) = x.as_chunks::<LANES>();
     let mut lanes = [0f32; LANES];
     for chunk in chunks {
         for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+            *lane += f(*v);
         }
     }
-    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+    lanes.iter().sum::<f32>() + tail.iter().map(|v| f(*v)).sum::<f32>()
 }
 
-/// `Σ x²`, as [`sum`].
+/// `Σ x`, as [`sum_map`].
 #[inline(always)]
-pub fn sum_of_squares(x: &[f32]) -> f32 {
-    let (chunks, tail) = x.as_chunks::<LANES>();
-    let mut lanes = [0f32; LANES];
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v * v;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>()
+pub fn sum(x: &[f32]) -> f32 {
+    sum_map(x, |v| v)
 }
 
 /// `x += y`, elementwise.
