@@ -10,6 +10,7 @@
 //! second FFN layer is a GELU's output, nearly all of it above -0.17; the row's minimum
 //! comes back exactly through each output's weight sum.
 
+#[cfg(target_arch = "x86_64")]
 use pulp::x86::{V3, V4};
 use rayon::prelude::*;
 
@@ -67,16 +68,6 @@ impl Int8Linear {
         }
     }
 
-    /// Input width.
-    pub fn inputs(&self) -> usize {
-        self.inputs
-    }
-
-    /// Output width.
-    pub fn outputs(&self) -> usize {
-        self.outputs
-    }
-
     /// `input` is `rows × inputs`; returns `rows × outputs`. Rows are split across rayon's
     /// threads when there are enough of them.
     pub fn forward(&self, input: &[f32]) -> Vec<f32> {
@@ -125,23 +116,20 @@ struct Output<'a, F> {
     layer: &'a Int8Linear,
 }
 
-impl<F: Fn(f32) -> f32> Output<'_, F> {
-    #[inline(always)]
-    fn put(&mut self, row: usize, output: usize, sum: i32) {
-        let layer = self.layer;
-        let Range { min, step } = self.ranges[row];
-        self.values[row * layer.outputs + output] = (self.map)(
-            (step * sum as f32 + min * layer.sums[output] as f32) * layer.scales[output]
-                + layer.bias[output],
-        );
-    }
-}
-
 /// How a row was quantised: `x ≈ min + step × q`.
 #[derive(Debug, Clone, Copy)]
 struct Range {
     min: f32,
     step: f32,
+}
+
+impl Range {
+    /// One output from its integer dot product: the row's range and the output's weight
+    /// sum, scale and bias.
+    #[inline(always)]
+    fn dequantise(self, sum: i32, weight_sum: i32, scale: f32, bias: f32) -> f32 {
+        (self.step * sum as f32 + self.min * weight_sum as f32) * scale + bias
+    }
 }
 
 /// Each row of `input` (`inputs` wide) as bytes in 0..=[`LEVELS`] (`padded` wide, zero
@@ -207,21 +195,25 @@ impl<F: Fn(f32) -> f32> Sink for Output<'_, F> {
 
     #[inline(always)]
     fn put(&mut self, row: usize, output: usize, sum: i32) {
-        Output::put(self, row, output, sum);
+        let layer = self.layer;
+        self.values[row * layer.outputs + output] = (self.map)(self.ranges[row].dequantise(
+            sum,
+            layer.sums[output],
+            layer.scales[output],
+            layer.bias[output],
+        ));
     }
 
     #[inline(always)]
     fn put_row(&mut self, row: usize, first: usize, sums: &[i32; TILE]) {
         let layer = self.layer;
-        let Range { min, step } = self.ranges[row];
+        let range = self.ranges[row];
         let out = &mut self.values[row * layer.outputs + first..][..TILE];
         let weight_sums = &layer.sums[first..][..TILE];
         let scales = &layer.scales[first..][..TILE];
         let bias = &layer.bias[first..][..TILE];
         for c in 0..TILE {
-            out[c] = (self.map)(
-                (step * sums[c] as f32 + min * weight_sums[c] as f32) * scales[c] + bias[c],
-            );
+            out[c] = (self.map)(range.dequantise(sums[c], weight_sums[c], scales[c], bias[c]));
         }
     }
 }
@@ -294,7 +286,6 @@ impl Tile for Avx512 {
         a: [&[u8]; MR],
         w: [&[i8]; NR],
     ) -> [[i32; NR]; MR] {
-        use pulp::x86::V4;
         let V4 {
             sse2,
             avx,
