@@ -36,7 +36,7 @@ pub(crate) fn body_prefix(vb: &VarBuilder, arch: &ArchConfig) -> Option<&'static
 
 impl Backbone {
     /// Builds the body from the checkpoint's tensors; with `int8`, a BERT body's linear
-    /// layers are quantised (other architectures stay f32, with a warning).
+    /// layers are quantised (other architectures stay f32: see [`Self::precision`]).
     pub fn load(vb: &VarBuilder<'static>, arch: &ArchConfig, int8: bool) -> Result<Self> {
         let prefix = body_prefix(vb, arch);
         Ok(match arch {
@@ -49,12 +49,6 @@ impl Backbone {
             }
             // BertModel finds a `bert.` prefix itself.
             ArchConfig::Bert(c) => Self::Bert(bert::BertModel::load(vb.clone(), c)?),
-            ArchConfig::ModernBert(_) | ArchConfig::DebertaV2(_) if int8 => {
-                tracing::warn!(
-                    "the int8 encoder supports BERT-family models; this one runs in f32"
-                );
-                Self::load(vb, arch, false)?
-            }
             ArchConfig::ModernBert(c) => {
                 // candle's ModernBert always reads `model.*`; map an unprefixed checkpoint.
                 let vb = if prefix.is_some() {

@@ -123,12 +123,17 @@ impl Encoder {
         let device = options.device.clone().unwrap_or_else(default_device);
         let vb = read_weights(dir, &device)?;
         let int8 = options.precision == Precision::Int8 && device.is_cpu();
-        if options.precision == Precision::Int8 && !int8 {
-            tracing::warn!(model = %dir.display(), "the int8 encoder runs on the CPU only; using f32");
-        }
         let backbone =
             Backbone::load(&vb, &config.arch, int8).map_err(|e| ClassifyError::model(dir, e))?;
         let precision = backbone.precision();
+        if precision != options.precision {
+            tracing::warn!(
+                model = %dir.display(),
+                asked = ?options.precision,
+                running = ?precision,
+                "the int8 encoder runs BERT-family models on the CPU only; this one runs in f32"
+            );
+        }
         let head = match classifier_outputs(&vb) {
             None => None,
             Some(classes) => {
