@@ -2,10 +2,14 @@
 //!
 //! Callers push a [`Job`] and wait on its one-shot channel; a full queue refuses the job at
 //! once, and so does one whose deadline the queue ahead of it would overrun (judged from the
-//! recent time per text), so that its caller can fall back at once instead of at the deadline. A worker takes the oldest job, waits until `max_wait` after that job arrived or the
-//! worker became free, whichever is later (or until `max_batch` jobs are queued), skips jobs whose caller has gone or whose deadline passed,
-//! tokenizes the rest, and runs them in as few forward passes as padding allows: texts are
-//! sorted by length and a pass never pads a text to more than twice its length.
+//! recent time per text), so that its caller can fall back at once instead of at the
+//! deadline.
+//!
+//! A worker takes the oldest job, waits until `max_wait` after that job arrived or the worker
+//! became free, whichever is later (or until `max_batch` jobs are queued), skips jobs whose
+//! caller has gone or whose deadline passed, tokenizes the rest, and runs them in as few
+//! forward passes as padding allows: texts are sorted by length and a pass never pads a text
+//! to more than twice its length.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -127,7 +127,8 @@ impl LayerNorm {
 impl Int8Bert {
     /// Quantises a body of `shape` whose tensors `weight(name, dims)` returns flattened (or
     /// says why it cannot), under the names of a Hugging Face BERT checkpoint without its
-    /// prefix (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`…).
+    /// prefix (`embeddings.word_embeddings.weight`,
+    /// `encoder.layer.0.attention.self.query.weight`…).
     pub fn new(
         shape: BertShape,
         weight: impl FnMut(&str, &[usize]) -> Result<Vec<f32>, String>,
