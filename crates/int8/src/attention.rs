@@ -1,10 +1,14 @@
 //! Scaled dot-product attention in f32, with each group of queries sharing the loads of
 //! keys and values, and each text's query rows split across threads.
+//!
+//! Scores come out in powers of two (`log2 e` is folded into the keys' scale), so that
+//! softmax's exponentials are [`exp2`]s, and the output rows are divided by softmax's sum
+//! instead of every weight.
 
 use rayon::prelude::*;
 
 use crate::LANES;
-use crate::math::{exp, sum};
+use crate::math::exp2;
 
 /// Scaled dot-product attention over each text's own tokens, per head. `qkv` holds each
 /// token's query, key and value side by side (`3 × hidden` per token, texts padded to
@@ -75,58 +79,58 @@ impl pulp::WithSimd for Attend<'_> {
             out,
         } = self;
         let size = hidden / heads;
-        let scale = 1.0 / (size as f32).sqrt();
-        let token = |t: usize| &qkv[t * 3 * hidden..][..3 * hidden];
-        // Keys transposed (`size × keys`, keys padded to whole chunks) so that a chunk of
-        // scores is a sum of rows held in registers; values contiguous (`keys × size`).
-        let padded = length.div_ceil(LANES) * LANES;
-        let mut keys = vec![0f32; size * padded];
-        let mut values = vec![0f32; length * size];
+        // `e^(q·k / √size) = 2^(q·k · log2 e / √size)`.
+        let scale = std::f32::consts::LOG2_E / (size as f32).sqrt();
+        let rows = out.len() / hidden;
+        // Keys scaled and transposed in blocks of `size × KEYS` (zeros past the text), so
+        // that a block of scores is a sum of rows held in registers; values likewise in
+        // blocks of `keys × WIDTH` columns (zeros past the head's).
+        let padded = length.div_ceil(KEYS) * KEYS;
+        let width = size.div_ceil(WIDTH) * WIDTH;
+        let mut keys = vec![[0f32; KEYS]; size * padded / KEYS];
+        let mut values = vec![[0f32; WIDTH]; length * width / WIDTH];
         let mut scores = vec![0f32; GROUP * padded];
         for head in 0..heads {
             let offset = head * size;
             for t in 0..length {
-                let row = token(t);
-                for (d, k) in row[hidden + offset..][..size].iter().enumerate() {
-                    keys[d * padded + t] = *k;
+                let row = &qkv[t * 3 * hidden + offset..];
+                let block = &mut keys[t / KEYS * size..][..size];
+                for (keys, k) in block.iter_mut().zip(&row[hidden..][..size]) {
+                    keys[t % KEYS] = k * scale;
                 }
-                values[t * size..][..size].copy_from_slice(&row[2 * hidden + offset..][..size]);
+                for (block, v) in row[2 * hidden..][..size].chunks(WIDTH).enumerate() {
+                    values[block * length + t][..v.len()].copy_from_slice(v);
+                }
             }
-            let rows = out.len() / hidden;
             // Queries in groups (the last one repeating its final row), so that each key
             // and value loaded serves every query of the group.
             for group in (0..rows).step_by(GROUP) {
-                let members: [usize; GROUP] = std::array::from_fn(|g| (group + g).min(rows - 1));
-                let queries = members.map(|r| &token(first + r)[offset..][..size]);
-                for chunk in 0..padded / LANES {
-                    let sums = weighted_rows(queries, &keys[chunk * LANES..], padded);
-                    for (scores, sums) in scores.chunks_mut(padded).zip(sums) {
-                        scores[chunk * LANES..][..LANES].copy_from_slice(&sums.map(|s| s * scale));
+                let queries: [&[f32]; GROUP] = std::array::from_fn(|g| {
+                    let row = first + (group + g).min(rows - 1);
+                    &qkv[row * 3 * hidden + offset..][..size]
+                });
+                for (block, keys) in keys.chunks(size).enumerate() {
+                    let sums = weighted_rows(queries, keys);
+                    for (scores, sums) in scores.chunks_mut(padded).zip(&sums) {
+                        scores[block * KEYS..][..KEYS].copy_from_slice(sums);
                     }
                 }
-                for scores in scores.chunks_mut(padded) {
-                    let scores = &mut scores[..length];
-                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-                    scores.iter_mut().for_each(|s| *s = exp(*s - max));
-                    let total = sum(scores);
-                    scores.iter_mut().for_each(|s| *s /= total);
+                // Softmax's weights left unnormalised: the output rows are divided instead.
+                let mut totals = [0f32; GROUP];
+                for (total, scores) in totals.iter_mut().zip(scores.chunks_mut(padded)) {
+                    *total = exponentiate(&mut scores[..length]);
                 }
                 let weights: [&[f32]; GROUP] =
                     std::array::from_fn(|g| &scores[g * padded..][..length]);
-                for block in 0..size / LANES {
-                    let sums = weighted_rows(weights, &values[block * LANES..], size);
-                    for (g, sums) in sums.iter().enumerate().take(rows - group) {
-                        out[(group + g) * hidden + offset + block * LANES..][..LANES]
-                            .copy_from_slice(sums);
-                    }
-                }
-                for d in size / LANES * LANES..size {
-                    for (g, weights) in weights.iter().enumerate().take(rows - group) {
-                        out[(group + g) * hidden + offset + d] = weights
-                            .iter()
-                            .zip(values.chunks(size))
-                            .map(|(p, v)| p * v[d])
-                            .sum();
+                for (block, values) in values.chunks(length).enumerate() {
+                    let sums = weighted_rows(weights, values);
+                    let columns = WIDTH.min(size - block * WIDTH);
+                    for (g, (sums, total)) in sums.iter().zip(totals).enumerate().take(rows - group)
+                    {
+                        let out = &mut out[(group + g) * hidden + offset + block * WIDTH..];
+                        for (o, s) in out[..columns].iter_mut().zip(sums) {
+                            *o = s / total;
+                        }
                     }
                 }
             }
@@ -137,14 +141,22 @@ impl pulp::WithSimd for Attend<'_> {
 /// Query rows attended together.
 const GROUP: usize = 4;
 
-/// For each `g`: `Σ_t weights[g][t] · rows[t · stride..][..LANES]`; the groups' sums are
-/// independent chains of fused multiply-adds sharing each row's load.
+/// Columns of values summed together: two vector registers, so that each query of a group
+/// feeds two independent chains of fused multiply-adds, eight in all, enough to keep both
+/// of a core's FMA units busy.
+const WIDTH: usize = 2 * LANES;
+
+/// Keys scored together: four vector registers, so that each query element loaded feeds
+/// four chains.
+const KEYS: usize = 4 * LANES;
+
+/// For each `g`: `Σ_t weights[g][t] · rows[t]`; the sums are independent chains of fused
+/// multiply-adds sharing each row's load.
 #[inline(always)]
-fn weighted_rows(weights: [&[f32]; GROUP], rows: &[f32], stride: usize) -> [[f32; LANES]; GROUP] {
-    let mut sums = [[0f32; LANES]; GROUP];
-    let steps = weights[0].len();
-    for t in 0..steps {
-        let row = &rows[t * stride..][..LANES];
+fn weighted_rows<const W: usize>(weights: [&[f32]; GROUP], rows: &[[f32; W]]) -> [[f32; W]; GROUP] {
+    let weights = weights.map(|w| &w[..rows.len()]);
+    let mut sums = [[0f32; W]; GROUP];
+    for (t, row) in rows.iter().enumerate() {
         for (sum, weights) in sums.iter_mut().zip(&weights) {
             let w = weights[t];
             for (a, r) in sum.iter_mut().zip(row) {
@@ -153,6 +165,36 @@ fn weighted_rows(weights: [&[f32]; GROUP], rows: &[f32], stride: usize) -> [[f32
         }
     }
     sums
+}
+
+/// Replaces each score `s` (a power of two) by `2^(s - max)` and returns their sum: softmax
+/// before its division, in [`LANES`] separate maxima and sums so that the compiler may
+/// vectorise it.
+#[inline(always)]
+fn exponentiate(scores: &mut [f32]) -> f32 {
+    let (chunks, tail) = scores.as_chunks::<LANES>();
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks {
+        for (m, s) in maxima.iter_mut().zip(chunk) {
+            *m = m.max(*s);
+        }
+    }
+    let max = maxima
+        .into_iter()
+        .chain(tail.iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let (chunks, tail) = scores.as_chunks_mut::<LANES>();
+    let mut sums = [0f32; LANES];
+    for chunk in chunks {
+        for (sum, s) in sums.iter_mut().zip(chunk) {
+            *s = exp2(*s - max);
+            *sum += *s;
+        }
+    }
+    for s in tail.iter_mut() {
+        *s = exp2(*s - max);
+    }
+    sums.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
 #[cfg(test)]
@@ -214,6 +256,31 @@ mod tests {
         ] {
             let qkv: Vec<f32> = (0..lengths.len() * longest * 3 * hidden)
                 .map(|_| 3.0 * next())
+                .collect();
+            let got = attention(&qkv, hidden, heads, &lengths, longest);
+            let want = naive(&qkv, hidden, heads, &lengths, longest);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{g} vs {w} ({hidden}, {heads}, {lengths:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_textbook_for_heads_wider_than_a_block_of_values() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        // Heads of 64 (BERT-base) and 65 columns: two and three blocks of values.
+        for (hidden, heads, lengths, longest) in [(128, 2, vec![70], 70), (130, 2, vec![3, 9], 9)] {
+            let qkv: Vec<f32> = (0..lengths.len() * longest * 3 * hidden)
+                .map(|_| 2.0 * next())
                 .collect();
             let got = attention(&qkv, hidden, heads, &lengths, longest);
             let want = naive(&qkv, hidden, heads, &lengths, longest);

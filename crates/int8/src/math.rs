@@ -6,20 +6,35 @@ use crate::LANES;
 /// `e^x`, relative error below 2e-7 over the range softmax uses (x ≤ 0) and beyond.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // e^x = 2^n · 2^f with n an integer and |f| ≤ 1/2.
-    let t = x * std::f32::consts::LOG2_E;
-    let n = (t + 0.5f32.copysign(t)) as i32 as f32;
-    let f = t - n;
-    // 2^f by its Taylor series in f·ln 2, to the 7th power.
-    let y = f * std::f32::consts::LN_2;
-    let p = 1.0
-        + y * (1.0
-            + y * (0.5
-                + y * (1.0 / 6.0
-                    + y * (1.0 / 24.0
-                        + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    exp2(x.clamp(-87.0, 88.0) * std::f32::consts::LOG2_E)
+}
+
+/// `2^x`, relative error below 2e-7; [`exp`] without its multiplication, for callers that
+/// can fold `log2 e` into a scale they apply anyway.
+#[inline(always)]
+pub fn exp2(x: f32) -> f32 {
+    // 2^x = 2^n · 2^f with n an integer and |f| ≤ 1/2. Adding 1.5 · 2^23 rounds x to an
+    // integer held in the low bits of the sum, offset by 2^n's exponent bias (127): a bit
+    // shift then makes 2^n, with no conversion to integers (which does not vectorise).
+    const ROUND: f32 = 12_582_912.0 + 127.0;
+    // Where 2^n and 2^n · 2^f stay normal floats.
+    let x = x.clamp(-126.0, 127.0);
+    let rounded = x + ROUND;
+    let f = x - (rounded - ROUND);
+    // 2^f by the Taylor series of e^(f·ln 2) to the 7th power: Σ (ln 2)^k / k! · f^k.
+    let p = [
+        1.525_273_4e-5,
+        1.540_353e-4,
+        1.333_355_8e-3,
+        9.618_129e-3,
+        5.550_411e-2,
+        0.240_226_5,
+        std::f32::consts::LN_2,
+        1.0,
+    ]
+    .into_iter()
+    .fold(0.0f32, |p, c| p.mul_add(f, c));
+    p * f32::from_bits(rounded.to_bits() << 23)
 }
 
 /// `erf(x)`, absolute error below 2e-6 in f32 (Abramowitz and Stegun 7.1.28: 3e-7 exact).
@@ -102,6 +117,18 @@ mod tests {
             }
         }
         assert_eq!(exp(-200.0), exp(-87.0));
+    }
+
+    #[test]
+    fn exp2_matches_the_standard_library() {
+        for i in -12_600..=12_700 {
+            let x = i as f32 / 100.0;
+            let (got, want) = (f64::from(exp2(x)), f64::from(x).exp2());
+            assert!(
+                (got - want).abs() <= 2e-7 * want,
+                "exp2({x}): {got} vs {want}"
+            );
+        }
     }
 
     #[test]
