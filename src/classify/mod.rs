@@ -63,4 +63,4 @@ pub use metrics::ClassifierMetrics;
 pub use ranking::Ranking;
 pub use service::{Analysis, ClassifierService, ServiceConfig, StaticTier, Tier, default_workers};
 pub use static_model::{DistillOptions, StaticModel, StaticOutput};
-pub use tokenize::{DEFAULT_MAX_TOKENS, TextTokenizer, Tokens};
+pub use tokenize::{DEFAULT_MAX_TOKENS, TextTokenizer, Tokens, Truncation};

@@ -18,6 +18,18 @@ const HEAD_SHARE: usize = 4;
 /// enough for any natural-language tokenization, and a bound on the tokenizer's work.
 const BYTES_PER_TOKEN: usize = 16;
 
+/// Which part of a text over the token budget the encoder reads.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Truncation {
+    /// A quarter of the budget from the start, the rest from the end: the start of a prompt
+    /// often states the task, and a long pasted document usually ends with the question.
+    #[default]
+    HeadAndTail,
+    /// The start only, as most tokenizers cut: measured against the default in
+    /// `cargo bench --bench classify` (long prompts).
+    Head,
+}
+
 /// The token ids of one text, ready for the encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tokens {
@@ -43,14 +55,17 @@ impl Tokens {
 
 /// A `tokenizers` tokenizer configured for single-text classification.
 ///
-/// A text over the budget keeps its first quarter of `max_tokens` and its last three quarters
-/// (special tokens included): the start of a prompt often states the task, and a long pasted
-/// document usually ends with the question about it. Padding is left to the batcher, which
-/// pads to the longest text of each batch rather than to a fixed length.
+/// A text over the budget is cut as its [`Truncation`] says (by default it keeps its first
+/// quarter of `max_tokens` and its last three quarters, special tokens included). Padding is
+/// left to the batcher, which pads to the longest text of each batch rather than to a fixed
+/// length.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_tokens: usize,
+    truncation: Truncation,
+    /// Special tokens added to every text (`[CLS]` and `[SEP]` for BERT).
+    specials: usize,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -86,7 +101,16 @@ impl TextTokenizer {
             .with_truncation(None)
             .map_err(|e| ClassifyError::Config(format!("truncation: {e}")))?;
         inner.with_padding(None);
-        Ok(Self { inner, max_tokens })
+        let specials = inner
+            .encode_fast("", true)
+            .map_err(|e| ClassifyError::Tokenize(e.to_string()))?
+            .len();
+        Ok(Self {
+            inner,
+            max_tokens,
+            truncation: Truncation::default(),
+            specials,
+        })
     }
 
     /// The token budget per text.
@@ -96,7 +120,13 @@ impl TextTokenizer {
 
     /// The same tokenizer with another token budget.
     pub fn with_max_tokens(&self, max_tokens: usize) -> Result<Self> {
-        Self::new(self.inner.clone(), max_tokens)
+        Ok(Self::new(self.inner.clone(), max_tokens)?.with_truncation(self.truncation))
+    }
+
+    /// The same tokenizer, cutting long texts as `truncation` says.
+    pub fn with_truncation(mut self, truncation: Truncation) -> Self {
+        self.truncation = truncation;
+        self
     }
 
     /// Writes the tokenizer as `tokenizer.json` (without truncation or padding).
@@ -140,7 +170,10 @@ impl TextTokenizer {
                 truncated: bounded.len() < text.len(),
             });
         }
-        let head = (self.max_tokens / HEAD_SHARE).max(1);
+        let head = match self.truncation {
+            Truncation::HeadAndTail => (self.max_tokens / HEAD_SHARE).max(1),
+            Truncation::Head => self.max_tokens - 1,
+        };
         let tail = ids.len() - (self.max_tokens - head);
         let keep = |all: &[u32]| [&all[..head], &all[tail..]].concat();
         Ok(Tokens {
@@ -148,6 +181,36 @@ impl TextTokenizer {
             type_ids: keep(type_ids),
             truncated: true,
         })
+    }
+
+    /// `text` cut into windows that each fit the budget, consecutive windows overlapping by a
+    /// quarter of it, so that every part of a long text can be scored on its own (the best
+    /// window's similarity stands for the text). At most `limit` windows: past that, the first
+    /// and the last `limit - 1`. A text within the budget is its only window.
+    pub fn windows(&self, text: &str, limit: usize) -> Result<Vec<String>> {
+        let content = self.max_tokens.saturating_sub(self.specials);
+        let bounded = head_and_tail(text, limit.max(1) * self.max_tokens * BYTES_PER_TOKEN);
+        let encoding = self
+            .inner
+            .encode(bounded.as_ref(), false)
+            .map_err(|e| ClassifyError::Tokenize(e.to_string()))?;
+        let offsets = encoding.get_offsets();
+        if content == 0 || offsets.len() <= content || limit <= 1 {
+            return Ok(vec![text.to_owned()]);
+        }
+        let step = content - content / 4;
+        let last = offsets.len() - content;
+        let mut starts: Vec<usize> = (0..last).step_by(step).chain([last]).collect();
+        if starts.len() > limit {
+            starts.drain(1..starts.len() + 1 - limit);
+        }
+        Ok(starts
+            .into_iter()
+            .map(|start| {
+                let (from, to) = (offsets[start].0, offsets[start + content - 1].1);
+                bounded.get(from..to).unwrap_or_default().to_owned()
+            })
+            .collect())
     }
 }
 
@@ -227,6 +290,52 @@ mod tests {
             .expect("tokens");
         assert_eq!(long.ids[..2], whole.ids[..2]);
         assert_eq!(long.ids[2..], whole.ids[whole.len() - 6..]);
+    }
+
+    #[test]
+    fn head_truncation_keeps_the_start_and_the_closing_token() {
+        let text = "what is two plus three times four plus two";
+        let head = tokenizer(8).with_truncation(Truncation::Head);
+        let cut = head.tokenize(text).expect("tokens");
+        let whole = tokenizer(64).tokenize(text).expect("tokens");
+        assert!(cut.truncated);
+        assert_eq!(cut.ids[..7], whole.ids[..7]);
+        assert_eq!(cut.ids.last(), whole.ids.last(), "[SEP] kept");
+        let again = head.with_max_tokens(8).expect("tokenizer");
+        assert_eq!(
+            again.tokenize(text).expect("tokens"),
+            cut,
+            "the mode survives"
+        );
+    }
+
+    #[test]
+    fn windows_cover_a_long_text_in_overlapping_pieces_that_fit_the_budget() {
+        let t = tokenizer(8);
+        let text = "what is two plus three times four plus two plus three is four";
+        let windows = t.windows(text, 8).expect("windows");
+        // 13 words, 6 per window (8 less [CLS] and [SEP]), each starting 5 after the last;
+        // the final one ends with the text.
+        assert_eq!(
+            windows,
+            [
+                "what is two plus three times",
+                "times four plus two plus three",
+                "plus two plus three is four"
+            ]
+        );
+        for window in &windows {
+            assert!(!t.tokenize(window).expect("tokens").truncated, "{window}");
+        }
+        assert_eq!(
+            t.windows(text, 2).expect("windows"),
+            [windows[0].as_str(), windows[2].as_str()],
+            "over the limit: the first and the last"
+        );
+        assert_eq!(
+            t.windows("two plus two", 8).expect("windows"),
+            ["two plus two"]
+        );
     }
 
     #[test]
