@@ -9,6 +9,7 @@
 # and as the cascade in front of the encoder head (eval-cascade-<set>.json).
 # Embeddings are kept in .heads-cache/embeddings, so a second run skips the encoder.
 # About 25 minutes cold on 2 cores, most of it embedding ~38k texts; a few minutes when warm.
+# Arguments name the heads to rebuild (default: all three), e.g. `bash hack/heads/train.sh jailbreak`.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
@@ -25,7 +26,9 @@ BIN=target/release/semantic-router
 # serves them on int8 by default (README, "The int8 encoder", gives the deltas).
 common=(--encoder "$ENCODER" --precision f32 --embedding-cache .heads-cache/embeddings --static-model "$STATIC")
 positive() { case $1 in jailbreak) echo jailbreak ;; complexity) echo reasoning ;; *) ;; esac; }
-for head in category complexity jailbreak; do
+HEADS=("$@")
+[ ${#HEADS[@]} -gt 0 ] || HEADS=(category complexity jailbreak)
+for head in "${HEADS[@]}"; do
   pos=$(positive "$head")
   args=("${common[@]}")
   [ -n "$pos" ] && args+=(--positive "$pos")
