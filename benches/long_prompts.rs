@@ -1,12 +1,16 @@
 //! Long prompts: what the encoder should read of a prompt over its token budget (256), on the
-//! real all-MiniLM-L6-v2 (int8, the default) and the default heads, batch 1. Three ways to read
-//! such a prompt:
+//! real all-MiniLM-L6-v2 (int8, the default) and the default heads, batch 1. The readings:
 //! - `head`: plain truncation, the first 256 tokens (what most tokenizers do);
 //! - `head+tail`: the router's truncation, a quarter of the budget from the start and the rest
 //!   from the end;
-//! - `windows`: the whole prompt in overlapping windows of the budget (up to 4), each encoded,
-//!   the best window standing for the prompt (a head's probabilities averaged over windows;
-//!   the jailbreak score and example similarity take the window that scores highest).
+//! - `win N`: the prompt in overlapping windows of N tokens, covering up to 1,024 tokens
+//!   (`TextTokenizer::windows`);
+//! - `seg N`: runs of whole lines of up to N tokens, a longer line in windows, up to 1,024
+//!   tokens (`TextTokenizer::segments`; the router compares a prompt over the budget with
+//!   example prompts by its best 64-token segment).
+//!
+//! A reading in pieces encodes them as one batch; a head's probabilities are averaged over the
+//! pieces, while the jailbreak score and example similarity take the piece that scores highest.
 //!
 //! 1. Each default head on its held-out prompts over the budget (MMLU passages with the question
 //!    at the end, conversational wrappers, long jailbreaks): accuracy and time per prompt.
@@ -41,14 +45,17 @@ enum Reading {
     HeadAndTail,
     /// Windows of this many tokens.
     Windows(usize),
+    /// Runs of whole lines of up to this many tokens (a longer line in windows).
+    Segments(usize),
 }
 
-const READINGS: [(Reading, &str); 5] = [
+const READINGS: [(Reading, &str); 6] = [
     (Reading::Head, "head"),
     (Reading::HeadAndTail, "head+tail"),
     (Reading::Windows(256), "win 256"),
-    (Reading::Windows(128), "win 128"),
     (Reading::Windows(64), "win 64"),
+    (Reading::Segments(64), "seg 64"),
+    (Reading::Segments(128), "seg 128"),
 ];
 
 /// A labelled prompt.
@@ -89,18 +96,22 @@ impl Reader {
         let tokens = match reading {
             Reading::Head => vec![self.head.tokenize(text).expect("tokenize")],
             Reading::HeadAndTail => vec![self.encoder.tokenize(text).expect("tokenize")],
-            Reading::Windows(size) => {
+            Reading::Windows(size) | Reading::Segments(size) => {
                 let tokenizer = self
                     .encoder
                     .tokenizer()
                     .with_max_tokens(size)
                     .expect("size");
                 let limit = WINDOWS * self.encoder.max_tokens() / size;
-                tokenizer
-                    .windows(text, limit)
-                    .expect("windows")
+                let pieces = if matches!(reading, Reading::Windows(_)) {
+                    tokenizer.windows(text, limit)
+                } else {
+                    tokenizer.segments(text, limit)
+                };
+                pieces
+                    .expect("pieces")
                     .iter()
-                    .map(|w| tokenizer.tokenize(w).expect("tokenize"))
+                    .map(|p| tokenizer.tokenize(p).expect("tokenize"))
                     .collect()
             }
         };

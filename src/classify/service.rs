@@ -21,6 +21,7 @@ use super::metrics::ClassifierMetrics;
 use super::queue::{BatchQueue, Job, Worker};
 use super::ranking::Ranking;
 use super::static_model::StaticModel;
+use super::tokenize::TextTokenizer;
 
 /// How the service runs the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,14 @@ impl Default for ServiceConfig {
         }
     }
 }
+
+/// Most tokens in one segment of a long prompt ([`ClassifierService::embed_segments_until`]):
+/// about a paragraph. 64 matched example sets better than 128 or 256 (`cargo bench --bench
+/// long_prompts`, section 3).
+pub const SEGMENT_TOKENS: usize = 64;
+
+/// Most segments read of one prompt: 1,024 tokens at most.
+pub const SEGMENTS: usize = 16;
 
 /// One worker per 4 available cores, at least one.
 pub fn default_workers() -> usize {
@@ -182,6 +191,8 @@ enum HeadKind {
 
 struct Shared {
     encoder: Arc<Encoder>,
+    /// The encoder's tokenizer with a budget of [`SEGMENT_TOKENS`], which cuts segments.
+    segmenter: TextTokenizer,
     static_tier: Option<StaticTier>,
     heads: HashMap<Arc<str>, HeadKind>,
     queue: Arc<BatchQueue>,
@@ -264,6 +275,9 @@ impl ClassifierService {
         {
             return Err(ClassifyError::UnknownHead(unknown.to_string()));
         }
+        let segmenter = encoder
+            .tokenizer()
+            .with_max_tokens(SEGMENT_TOKENS.min(encoder.max_tokens()))?;
         let metrics = ClassifierMetrics::default();
         let encoder = Arc::new(encoder);
         let queue = Arc::new(BatchQueue::new(
@@ -295,6 +309,7 @@ impl ClassifierService {
         Ok(Self {
             shared: Arc::new(Shared {
                 encoder,
+                segmenter,
                 static_tier,
                 heads: by_name,
                 queue,
@@ -308,6 +323,27 @@ impl ClassifierService {
     /// The embedding of `text` (mean-pooled, L2-normalised).
     pub async fn embed(&self, text: &str) -> Result<Arc<[f32]>> {
         Ok(self.analyze(text, &[]).await?.embedding)
+    }
+
+    /// The embeddings of `text`'s segments ([`TextTokenizer::segments`]: runs of whole lines of
+    /// up to [`SEGMENT_TOKENS`] tokens, at most [`SEGMENTS`]), each queued as a text of its own,
+    /// so they share batches and the cache; fails as a whole once `deadline` passes. For
+    /// comparing a prompt over the token budget with short texts part by part: on long
+    /// held-out prompts the best segment finds the right example set far more often than the
+    /// truncated prompt does (`cargo bench --bench long_prompts`, section 3).
+    pub async fn embed_segments_until(
+        &self,
+        text: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Arc<[f32]>>> {
+        let segments = self.shared.segmenter.segments(text, SEGMENTS)?;
+        let analyses = futures::future::try_join_all(
+            segments
+                .iter()
+                .map(|segment| self.analyze_until(segment, &[], deadline)),
+        )
+        .await?;
+        Ok(analyses.into_iter().map(|a| a.embedding).collect())
     }
 
     /// Every label of `head` with its probability, most probable first.

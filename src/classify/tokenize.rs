@@ -183,6 +183,41 @@ impl TextTokenizer {
         })
     }
 
+    /// `text` as runs of whole lines that each fit the budget (a longer line cut into
+    /// [`windows`](Self::windows)), at most `limit` of them: past that, the first and the last
+    /// `limit - 1`. A long prompt's parts as its author laid them out, so that the question
+    /// under a pasted document, or an instruction hidden on a line of its own, is read apart
+    /// from the text around it. Blank lines are dropped; a text within the budget is one
+    /// segment.
+    pub fn segments(&self, text: &str, limit: usize) -> Result<Vec<String>> {
+        let bounded = head_and_tail(text, limit.max(1) * self.max_tokens * BYTES_PER_TOKEN);
+        let fits = |text: &str| self.tokenize(text).map(|t| !t.truncated);
+        let mut segments = Vec::new();
+        let mut current = String::new();
+        for line in bounded.lines().filter(|l| !l.trim().is_empty()) {
+            if !current.is_empty() {
+                let joined = format!("{current}\n{line}");
+                if fits(&joined)? {
+                    current = joined;
+                    continue;
+                }
+                segments.push(std::mem::take(&mut current));
+            }
+            if fits(line)? {
+                current = line.to_owned();
+            } else {
+                segments.extend(self.windows(line, limit)?);
+            }
+        }
+        if !current.is_empty() || segments.is_empty() {
+            segments.push(current);
+        }
+        if segments.len() > limit.max(1) {
+            segments.drain(1..segments.len() + 1 - limit.max(1));
+        }
+        Ok(segments)
+    }
+
     /// `text` cut into windows that each fit the budget, consecutive windows overlapping by a
     /// quarter of it, so that every part of a long text can be scored on its own (the best
     /// window's similarity stands for the text). At most `limit` windows: past that, the first
@@ -336,6 +371,28 @@ mod tests {
             t.windows("two plus two", 8).expect("windows"),
             ["two plus two"]
         );
+    }
+
+    #[test]
+    fn segments_are_runs_of_whole_lines_within_the_budget() {
+        let t = tokenizer(8);
+        let text = "what is two\nplus three\n\nwhat is four plus two plus three times two\nis four";
+        // Lines join while they fit 6 words; the 9-word line is cut into windows.
+        assert_eq!(
+            t.segments(text, 8).expect("segments"),
+            [
+                "what is two\nplus three",
+                "what is four plus two plus",
+                "plus two plus three times two",
+                "is four"
+            ]
+        );
+        assert_eq!(
+            t.segments(text, 2).expect("segments"),
+            ["what is two\nplus three", "is four"],
+            "over the limit: the first and the last"
+        );
+        assert_eq!(t.segments("", 8).expect("segments"), [""]);
     }
 
     #[test]

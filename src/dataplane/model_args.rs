@@ -66,7 +66,9 @@ pub struct ModelArgs {
     )]
     pub static_model: Option<PathBuf>,
 
-    /// Longest prompt the encoder reads, in tokens (the last user turn, truncated).
+    /// Longest prompt the encoder reads, in tokens (the last user turn). A longer one keeps its
+    /// first quarter and last three quarters, and is compared with example prompts by its best
+    /// 64-token run of lines.
     #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, env = "SR_CLASSIFY_MAX_TOKENS")]
     pub classify_max_tokens: usize,
 

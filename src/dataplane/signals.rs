@@ -193,8 +193,15 @@ impl CandleSignals {
     }
 
     /// Sets the model signals `analysis` answers: the category groups, and example similarity
-    /// (from the static tier, only a sure "no").
-    fn fill(&self, route: &Route, analysis: &Analysis, values: &mut SignalValues) {
+    /// (from the static tier, only a sure "no"). A prompt cut to the token budget is compared
+    /// with the examples by its best `segment` when there are any.
+    fn fill(
+        &self,
+        route: &Route,
+        analysis: &Analysis,
+        segments: &[Arc<[f32]>],
+        values: &mut SignalValues,
+    ) {
         let needed = route
             .needed_signals()
             .filter(|&id| route.signals[id].kind.needs_model());
@@ -202,19 +209,27 @@ impl CandleSignals {
             let value = match &route.signals[id].kind {
                 SignalKind::Examples { prompts, threshold } => match analysis.tier {
                     Tier::Encoder => {
-                        self.examples
-                            .best(prompts, &analysis.embedding)
+                        let embeddings = match segments {
+                            [] => std::slice::from_ref(&analysis.embedding),
+                            segments => segments,
+                        };
+                        embeddings
+                            .iter()
+                            .filter_map(|e| self.examples.best(prompts, e))
+                            .reduce(f32::max)
                             .map(|score| SignalValue {
                                 matched: score >= *threshold,
                                 score: Some(score),
                             })
                     }
                     // The static tier only ever says "surely not"; its score is in another
-                    // space, so none is reported.
-                    Tier::Static | Tier::StaticGuess => self
-                        .examples
-                        .surely_below(prompts, *threshold, &analysis.embedding)
-                        .then_some(SignalValue::flag(false)),
+                    // space, so none is reported. Its bound holds for whole prompts, not for
+                    // the segments a prompt over the budget is matched by.
+                    Tier::Static | Tier::StaticGuess => (!analysis.truncated
+                        && self
+                            .examples
+                            .surely_below(prompts, *threshold, &analysis.embedding))
+                    .then_some(SignalValue::flag(false)),
                 },
                 SignalKind::Category {
                     classifier,
@@ -331,6 +346,8 @@ impl ModelSignals for CandleSignals {
                 ask(head, LabelGroup { labels, threshold });
             }
             let deadline = Instant::now() + self.budget;
+            let needs_examples =
+                needed().any(|id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
             // The semantic cache keys on an encoder embedding. Example prompts compare encoder
             // embeddings too, but the static tier's heads may settle the decision without them
             // (a sure STEM domain needs no similarity to math examples).
@@ -340,14 +357,12 @@ impl ModelSignals for CandleSignals {
                     .analyze_until(text, &heads, Some(deadline))
                     .await
             } else {
-                let needs_examples = needed()
-                    .any(|id| matches!(route.signals[id].kind, SignalKind::Examples { .. }));
                 let known = &*values;
                 self.service
                     .analyze_heads_until(text, &queries, Some(deadline), |answer| {
                         !needs_examples || {
                             let mut trial = known.clone();
-                            self.fill(route, answer, &mut trial);
+                            self.fill(route, answer, &[], &mut trial);
                             route.decided_by(&trial)
                         }
                     })
@@ -361,7 +376,19 @@ impl ModelSignals for CandleSignals {
                     return ModelFindings::default();
                 }
             };
-            self.fill(route, &analysis, values);
+            // A prompt over the budget lost its middle: its example similarity is read part by
+            // part instead, within what is left of the budget (else from what the encoder read).
+            let segments = if needs_examples && analysis.truncated && analysis.tier == Tier::Encoder
+            {
+                self.service
+                    .embed_segments_until(text, Some(deadline))
+                    .await
+                    .inspect_err(|e| tracing::debug!("example similarity from the cut prompt: {e}"))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            self.fill(route, &analysis, &segments, values);
             let jailbreak = self
                 .heads
                 .jailbreak
@@ -398,6 +425,49 @@ mod tests {
             jailbreak_head: None,
             static_model: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_prompt_over_the_budget_matches_examples_by_its_best_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (signals, _) = CandleSignals::load(
+            &tiny_encoder(tmp.path()),
+            ServiceConfig::default(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let spec = "match: {models: [auto]}\nsignals:\n  examples: [{name: mathy, prompts: [\"solve for x\"], threshold: 0.99}]\ndecisions:\n- {name: math, when: {any: [mathy]}, targets: [{pool: large, model: large}]}\ndefaultTarget: {pool: small, model: small}";
+        let table = compile_all(two_pools(), vec![route("auto", spec)]).table;
+        signals.index_table(&table).await;
+        let route = &table.routes[0];
+        // The example sits on a line of its own in the middle of a prompt far over the
+        // 64-token budget, where head-and-tail truncation cuts it out.
+        let filler = "hello there, how are you ".repeat(20);
+        let prompt = format!("{filler}\nsolve for x\n{filler}");
+        assert!(
+            signals
+                .service
+                .encoder()
+                .tokenize(&prompt)
+                .unwrap()
+                .truncated,
+            "over the budget"
+        );
+        let mut values = SignalValues(vec![None; route.signals.len()]);
+        let findings = signals.evaluate(route, &prompt, &mut values).await;
+        let value = values.get(0).expect("scored");
+        assert!(value.matched && value.score.unwrap() > 0.99, "{value:?}");
+        assert!(findings.embedding.is_none(), "a cut prompt is no cache key");
+
+        let SignalKind::Examples { prompts, .. } = &route.signals[0].kind else {
+            panic!("an example signal");
+        };
+        let cut = signals.service.embed(&prompt).await.unwrap();
+        let of_the_cut_prompt = signals.examples.best(prompts, &cut).unwrap();
+        assert!(
+            of_the_cut_prompt < 0.99,
+            "what truncation keeps: {of_the_cut_prompt}"
+        );
     }
 
     #[tokio::test]
