@@ -50,6 +50,8 @@ pub struct ClassifierMetrics {
     pub abandoned: Counter,
     /// Cascaded requests, by the tier that answered.
     pub tier_answers: Family<TierLabels, Counter>,
+    /// Prompts over the token budget read in segments (for example-prompt signals).
+    pub segmented: Counter,
 }
 
 impl Default for ClassifierMetrics {
@@ -66,6 +68,7 @@ impl Default for ClassifierMetrics {
             encoded: Counter::default(),
             abandoned: Counter::default(),
             tier_answers: Family::default(),
+            segmented: Counter::default(),
         }
     }
 }
@@ -118,6 +121,11 @@ impl ClassifierMetrics {
             "cascade_answers",
             "Requests offered to the static tier, by the tier that answered (encoder: deferred; static_guess: deferred, then the encoder shed it and the unsure static answer was taken)",
             self.tier_answers.clone(),
+        );
+        r.register(
+            "segmented_prompts",
+            "Prompts over the token budget read in segments of whole lines for example-prompt signals (one encoder pass per segment)",
+            self.segmented.clone(),
         );
     }
 

@@ -337,6 +337,7 @@ impl ClassifierService {
         deadline: Option<Instant>,
     ) -> Result<Vec<Arc<[f32]>>> {
         let segments = self.shared.segmenter.segments(text, SEGMENTS)?;
+        self.shared.metrics.segmented.inc();
         let analyses = futures::future::try_join_all(
             segments
                 .iter()

@@ -458,6 +458,7 @@ mod tests {
         let value = values.get(0).expect("scored");
         assert!(value.matched && value.score.unwrap() > 0.99, "{value:?}");
         assert!(findings.embedding.is_none(), "a cut prompt is no cache key");
+        assert_eq!(signals.service.metrics().segmented.get(), 1);
 
         let SignalKind::Examples { prompts, .. } = &route.signals[0].kind else {
             panic!("an example signal");
