@@ -224,8 +224,10 @@ impl CandleSignals {
                     }
                     // The static tier only ever says "surely not"; its score is in another
                     // space, so none is reported. Its bound holds for whole prompts, not for
-                    // the segments a prompt over the budget is matched by.
+                    // the segments a prompt over the encoder's budget is matched by (the
+                    // static tier's own budget may be larger).
                     Tier::Static | Tier::StaticGuess => (!analysis.truncated
+                        && analysis.tokens <= self.service.encoder().max_tokens()
                         && self
                             .examples
                             .surely_below(prompts, *threshold, &analysis.embedding))
