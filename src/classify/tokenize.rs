@@ -19,14 +19,14 @@ const HEAD_SHARE: usize = 4;
 const BYTES_PER_TOKEN: usize = 16;
 
 /// Which part of a text over the token budget the encoder reads.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Truncation {
     /// A quarter of the budget from the start, the rest from the end: the start of a prompt
     /// often states the task, and a long pasted document usually ends with the question.
     #[default]
     HeadAndTail,
     /// The start only, as most tokenizers cut: measured against the default in
-    /// `cargo bench --bench classify` (long prompts).
+    /// `cargo bench --bench long_prompts`.
     Head,
 }
 
@@ -190,7 +190,7 @@ impl TextTokenizer {
     /// from the text around it. Blank lines are dropped; a text within the budget is one
     /// segment.
     pub fn segments(&self, text: &str, limit: usize) -> Result<Vec<String>> {
-        let bounded = head_and_tail(text, limit.max(1) * self.max_tokens * BYTES_PER_TOKEN);
+        let bounded = self.bounded(text, limit);
         let fits = |text: &str| self.tokenize(text).map(|t| !t.truncated);
         let mut segments = Vec::new();
         let mut current = String::new();
@@ -212,9 +212,7 @@ impl TextTokenizer {
         if !current.is_empty() || segments.is_empty() {
             segments.push(current);
         }
-        if segments.len() > limit.max(1) {
-            segments.drain(1..segments.len() + 1 - limit.max(1));
-        }
+        keep_ends(&mut segments, limit);
         Ok(segments)
     }
 
@@ -224,7 +222,7 @@ impl TextTokenizer {
     /// and the last `limit - 1`. A text within the budget is its only window.
     pub fn windows(&self, text: &str, limit: usize) -> Result<Vec<String>> {
         let content = self.max_tokens.saturating_sub(self.specials);
-        let bounded = head_and_tail(text, limit.max(1) * self.max_tokens * BYTES_PER_TOKEN);
+        let bounded = self.bounded(text, limit);
         let encoding = self
             .inner
             .encode(bounded.as_ref(), false)
@@ -236,9 +234,7 @@ impl TextTokenizer {
         let step = content - content / 4;
         let last = offsets.len() - content;
         let mut starts: Vec<usize> = (0..last).step_by(step).chain([last]).collect();
-        if starts.len() > limit {
-            starts.drain(1..starts.len() + 1 - limit);
-        }
+        keep_ends(&mut starts, limit);
         Ok(starts
             .into_iter()
             .map(|start| {
@@ -246,6 +242,21 @@ impl TextTokenizer {
                 bounded.get(from..to).unwrap_or_default().to_owned()
             })
             .collect())
+    }
+
+    /// `text`, or as much of its start and end as `pieces` pieces of the budget can read: a
+    /// bound on the tokenizer's work for a huge text.
+    fn bounded<'t>(&self, text: &'t str, pieces: usize) -> std::borrow::Cow<'t, str> {
+        head_and_tail(text, pieces.max(1) * self.max_tokens * BYTES_PER_TOKEN)
+    }
+}
+
+/// Keeps the first of `pieces` and the last `limit - 1` when there are more than `limit`
+/// (at least one is kept).
+fn keep_ends<T>(pieces: &mut Vec<T>, limit: usize) {
+    let limit = limit.max(1);
+    if pieces.len() > limit {
+        pieces.drain(1..pieces.len() + 1 - limit);
     }
 }
 
