@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use semantic_router::cache::dot;
+use semantic_router::classify::dataset::Dataset;
 use semantic_router::classify::{Encoder, EncoderOptions, Head, TextTokenizer, Truncation};
+use semantic_router::dataplane::signals::JAILBREAK_LABEL;
 
 /// Most windows one prompt is read in.
 const WINDOWS: usize = 4;
@@ -65,15 +67,12 @@ struct Row {
 }
 
 fn read_rows(path: &Path) -> Vec<Row> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            Some(Row {
-                text: v["text"].as_str()?.to_owned(),
-                label: v["label"].as_str()?.to_owned(),
-            })
+    let data = Dataset::read(path).unwrap_or_else(|e| panic!("{e}"));
+    data.examples
+        .into_iter()
+        .map(|e| Row {
+            text: e.text,
+            label: data.labels[e.label].clone(),
         })
         .collect()
 }
@@ -129,7 +128,7 @@ fn verdict(head: &Head, embeddings: &[Arc<[f32]>]) -> String {
         .map(|e| head.probabilities(e).expect("probabilities"))
         .collect();
     let labels = head.labels();
-    let probabilities: Vec<f32> = match labels.iter().position(|l| l == "jailbreak") {
+    let probabilities: Vec<f32> = match labels.iter().position(|l| l == JAILBREAK_LABEL) {
         Some(j) => per_window
             .iter()
             .max_by(|a, b| a[j].total_cmp(&b[j]))
@@ -270,7 +269,7 @@ fn main() {
         let mut tallies: [Tally; 4] = std::array::from_fn(|_| Tally::new());
         for ((document, attack), benign) in documents
             .iter()
-            .zip(short("jailbreak"))
+            .zip(short(JAILBREAK_LABEL))
             .zip(short("benign"))
         {
             for (i, request) in [attack, benign].into_iter().enumerate() {
