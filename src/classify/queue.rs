@@ -281,10 +281,11 @@ impl Worker {
                         "encoder panicked: {what}"
                     ))))
                 });
-            self.queue.record(tokens.len(), started.elapsed());
+            let elapsed = started.elapsed();
+            self.queue.record(tokens.len(), elapsed);
             self.metrics
                 .inference_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe(elapsed.as_secs_f64());
             self.metrics.batch_size.observe(tokens.len() as f64);
             self.metrics.encoded.inc_by(tokens.len() as u64);
             match outcome {
